@@ -1,0 +1,63 @@
+"""Outcomes to ledger rows and back."""
+from __future__ import annotations
+
+from datetime import timezone
+from typing import Any, Dict, Mapping
+
+from retraction.ledger import facets
+from retraction.metrics.errors import InvalidParameter
+from retraction.metrics.record import duration_ms, outcome_facets, seconds
+from retraction.model import Outcome, Status
+
+# Outcome fields stored as they are.
+OUTCOME_FIELDS = ("run_id", "message_id", "recipient", "provider", "destination", "mode",
+                  "trigger", "disposition", "status", "reason", "error_code", "error_message",
+                  "was_read", "source_folder", "via_group", "verdict_time", "requested_at",
+                  "completed_at", "attempts", "requested_by", "comment")
+_WORDS = ("provider", "destination", "mode", "trigger", "disposition", "status", "reason")
+
+
+def outcome_row(outcome: Outcome, preview: bool) -> Dict[str, Any]:
+    """The row for one outcome (without `counted`/`episode`, which the counting rule sets).
+    Refuses an outcome the metrics could not count, naming the field."""
+    for name in ("run_id", "message_id", "recipient", "destination", "completed_at"):
+        if not getattr(outcome, name):
+            raise InvalidParameter("outcome.{}".format(name), "is required")
+    if (outcome.status == Status.FAILED) != (outcome.reason is not None):
+        raise InvalidParameter("outcome.reason", "is set when, and only when, status is "
+                                                 "failed (status={!r}, reason={!r})".format(
+                                                     str(outcome.status), outcome.reason))
+    if preview and outcome.status == Status.RETRACTED:
+        raise InvalidParameter("outcome.status", "run {} is a preview: nothing may be "
+                                                 "retracted in it".format(outcome.run_id))
+    row = {name: getattr(outcome, name) for name in OUTCOME_FIELDS}
+    for name in _WORDS:
+        if row[name] is not None:
+            row[name] = str(row[name])
+    for name in ("verdict_time", "requested_at", "completed_at"):
+        if row[name] is not None and row[name].tzinfo is None:
+            row[name] = row[name].replace(tzinfo=timezone.utc)
+    row["recipient_key"] = outcome.recipient.strip().lower()
+    row["attempts"] = int(outcome.attempts or 1)
+    values = outcome_facets(outcome, preview)
+    row["preview"] = values["preview"]
+    row["facets"] = facets.pack(values)  # also validates every word
+    row["ttr_ms"] = duration_ms(outcome)
+    return row
+
+
+def detail(row: Mapping[str, Any]) -> Dict[str, Any]:
+    """A JSON-safe outcome row for `details`: the Outcome's fields plus the ledger's view."""
+    data = {name: row[name] for name in OUTCOME_FIELDS}
+    for name in ("verdict_time", "requested_at", "completed_at"):
+        data[name] = data[name].isoformat() if data[name] is not None else None
+    data["id"] = row["id"]
+    data["preview"] = bool(row["preview"])
+    data["counted"] = bool(row["counted"])
+    data["episode"] = row["episode"]
+    data["time_to_retract_s"] = seconds(row["ttr_ms"]) if row["ttr_ms"] is not None else None
+    return data
+
+
+def to_outcome(row: Mapping[str, Any]) -> Outcome:
+    return Outcome(**{name: row[name] for name in OUTCOME_FIELDS})

@@ -1,0 +1,442 @@
+"""The ledger: outcomes and metric records in SQL (SQLAlchemy Core), and the reads the
+actions, the card and the engine's skip-list need. See `episodes` for the counting rule."""
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from typing import (Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set,
+                    Tuple, TypeVar, Union)
+
+from sqlalchemy import and_, bindparam, func, select, true, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from retraction.ledger import cursor as cursors
+from retraction.ledger import facets
+from retraction.ledger.connect import WRITE, create_ledger_engine
+from retraction.ledger.episodes import Copy, Episode, decide, supersedes
+from retraction.ledger.migrate import ensure_current
+from retraction.ledger.rows import OUTCOME_FIELDS, detail, outcome_row, to_outcome
+from retraction.ledger.schema import copies, episodes, meta, outcomes, runs
+from retraction.metrics.errors import InvalidParameter
+from retraction.metrics.record import (Filters, MetricRecord, TimeToRetract,
+                                       interpolate_seconds, percentile_ranks,
+                                       record_from_outcomes, seconds)
+from retraction.metrics.window import Window, parse_time, parse_window
+from retraction.model import Destination, Outcome, Reason, RetractionRequest, Status, utc_now
+
+RUN_STATES = ("running", "finished", "failed")
+MAX_LIMIT = 1000
+_IN_CHUNK = 400  # pairs per IN list: under SQLite's 999-variable limit before 3.32
+_EPISODE_FIELDS = ("episode", "run_id", "rank", "placed", "preview_episode", "preview_run_id",
+                   "preview_rank", "preview_moves")
+_ROW_FIELDS = OUTCOME_FIELDS + ("recipient_key", "preview", "counted", "episode", "facets",
+                                "ttr_ms")
+
+T = TypeVar("T")
+FiltersInput = Union[Filters, Mapping[str, Any], None]
+
+
+def _chunks(items: Sequence[T], size: int = _IN_CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _select_pairs(conn: Connection, query, first, second, keys: Sequence[Tuple[str, str]]
+                  ) -> Iterator[Mapping[str, Any]]:
+    """Rows whose (first, second) is one of `keys`. Written as `first IN (..) AND second IN
+    (..)` and filtered here: SQLite seeks a two-column index for that, but scans the whole
+    table for a row-value `(first, second) IN (VALUES ..)`."""
+    for chunk in _chunks(sorted(keys)):
+        wanted = set(chunk)
+        narrowed = query.where(first.in_(sorted({a for a, _ in chunk})),
+                               second.in_(sorted({b for _, b in chunk})))
+        for row in conn.execute(narrowed).mappings():
+            if (row[first.name], row[second.name]) in wanted:
+                yield row
+
+
+def _word(field: str, value: Optional[str], words: Sequence[str]) -> Optional[str]:
+    if value in (None, ""):
+        return None
+    if str(value) not in words:
+        raise InvalidParameter(field, "{!r} is not one of {}".format(value, ", ".join(words)))
+    return str(value)
+
+
+def _limit(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise InvalidParameter("limit", "must be an integer from 1 to {}, got {!r}".format(
+            MAX_LIMIT, limit))
+    return limit
+
+
+class Ledger:
+    """Open (and if needed create or upgrade) the ledger at `url`:
+    `sqlite:////path/ledger.db` or `postgresql+psycopg://user@host/db`."""
+
+    def __init__(self, url: str, upgrade: bool = True):
+        self.engine = create_ledger_engine(url)
+        ensure_current(self.engine, upgrade=upgrade)
+        self._insert = (postgresql.insert if self.engine.dialect.name == "postgresql"
+                        else sqlite.insert)
+        self._cursor_key = None  # type: Optional[bytes]
+        self._preview_runs = {}  # type: Dict[str, bool]
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> "Ledger":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _write(self) -> Connection:
+        return self.engine.connect().execution_options(**WRITE)
+
+    # ----------------------------------------------------------------------------- writes
+
+    def record_run_started(self, request: RetractionRequest) -> None:
+        """Record a run as running; a retried run (same run_id) goes back to running."""
+        values = {
+            "run_id": request.run_id, "message_id": request.message_id,
+            "destination": str(request.destination), "mode": str(request.mode),
+            "trigger": str(request.trigger),
+            "disposition": str(request.disposition) if request.disposition else None,
+            "provider": str(request.provider) if request.provider else None,
+            "preview": bool(request.preview), "requested_by": request.requested_by,
+            "comment": request.comment, "verdict_time": request.verdict_time,
+            "requested_at": request.requested_at, "state": "running",
+        }
+        stmt = self._insert(runs).values(**values)
+        stmt = stmt.on_conflict_do_update(index_elements=[runs.c.run_id],
+                                          set_={"state": "running", "finished_at": None})
+        with self._write() as conn, conn.begin():
+            conn.execute(stmt)
+        self._preview_runs[request.run_id] = bool(request.preview)
+
+    def record_outcomes(self, outcomes_: Iterable[Outcome], batch_size: int = 500) -> int:
+        """Write outcomes, `batch_size` per transaction, as they come (a crash loses only the
+        unwritten batch). Returns how many outcomes were taken."""
+        if not 1 <= batch_size <= 5000:
+            raise InvalidParameter("batch_size", "must be from 1 to 5000")
+        taken, batch = 0, []  # type: Tuple[int, List[Outcome]]
+        for outcome in outcomes_:
+            batch.append(outcome)
+            if len(batch) >= batch_size:
+                taken += self._write_batch(batch)
+                batch = []
+        if batch:
+            taken += self._write_batch(batch)
+        return taken
+
+    def record_run_finished(self, run_id: str, state: str = "finished",
+                            metric_record: Union[MetricRecord, Mapping[str, Any], None] = None
+                            ) -> MetricRecord:
+        """Close a run with its metric record (computed from its outcomes when not given)."""
+        _word("state", state, RUN_STATES[1:])
+        found = self.run(run_id)
+        if found is None:
+            raise InvalidParameter("run_id", "{!r} is not a run in this ledger".format(run_id))
+        if metric_record is None:
+            record = record_from_outcomes(self.outcomes_for_run(run_id),
+                                          preview=found["preview"])
+        elif isinstance(metric_record, MetricRecord):
+            record = metric_record
+        else:
+            record = MetricRecord.from_dict(metric_record)
+        with self._write() as conn, conn.begin():
+            conn.execute(runs.update().where(runs.c.run_id == run_id).values(
+                state=state, finished_at=utc_now(), metric_record=record.to_dict()))
+        return record
+
+    def _preview_flags(self, run_ids: Set[str]) -> Dict[str, bool]:
+        unknown = sorted(run_ids - set(self._preview_runs))
+        if unknown:
+            with self.engine.connect() as conn:
+                for chunk in _chunks(unknown):
+                    for run_id, preview in conn.execute(
+                            select(runs.c.run_id, runs.c.preview).where(
+                                runs.c.run_id.in_(chunk))):
+                        self._preview_runs[run_id] = bool(preview)
+        return {run_id: self._preview_runs.get(run_id, False) for run_id in run_ids}
+
+    def _write_batch(self, batch: List[Outcome]) -> int:
+        preview = self._preview_flags({outcome.run_id for outcome in batch})
+        chosen = {}  # type: Dict[Tuple[str, str], Dict[str, Any]]
+        for outcome in batch:  # a chunk may repeat a copy: keep the run's best outcome
+            row = outcome_row(outcome, preview[outcome.run_id])
+            key = (row["run_id"], row["recipient_key"])
+            if key not in chosen or supersedes(row["status"], chosen[key]["status"]):
+                chosen[key] = row
+        copy_keys = sorted({(row["message_id"], row["recipient_key"])
+                            for row in chosen.values()})
+        with self._write() as conn, conn.begin():
+            self._lock_copies(conn, copy_keys)
+            state = self._load_copies(conn, copy_keys)
+            existing = self._load_rows(conn, list(chosen))
+            inserts, replaces, uncount = [], [], set()
+            pending = {}  # type: Dict[Tuple[str, str], Dict[str, Any]]
+            for key, row in chosen.items():
+                old = existing.get(key)
+                if old is not None and not supersedes(row["status"], old["status"]):
+                    continue  # the run already holds a better outcome for this copy
+                copy = state[(row["message_id"], row["recipient_key"])]
+                decision = decide(copy, row["run_id"], row["destination"], row["status"],
+                                  row["preview"], replacing=old is not None)
+                row["counted"], row["episode"] = decision.counted, decision.episode
+                if decision.uncount_run_id is not None:
+                    loser = (decision.uncount_run_id, row["recipient_key"])
+                    if loser in pending:
+                        pending[loser]["counted"] = False
+                    else:
+                        uncount.add(loser)
+                if old is None:
+                    inserts.append(row)
+                else:
+                    if old["counted"]:
+                        uncount.add(key)  # cleared first, so the unique index never trips
+                    replaces.append(row)
+                pending[key] = row
+            self._apply(conn, sorted(uncount), replaces, inserts, state)
+        return len(batch)
+
+    def _lock_copies(self, conn: Connection, keys: List[Tuple[str, str]]) -> None:
+        """Create missing copy rows and lock all of them, in key order (no deadlocks)."""
+        stmt = self._insert(copies)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[copies.c.message_id, copies.c.recipient_key],
+            set_={"moves": copies.c.moves})  # no change: the point is the row lock
+        conn.execute(stmt, [{"message_id": m, "recipient_key": r, "moves": 0}
+                            for m, r in keys])
+
+    def _load_copies(self, conn: Connection, keys: List[Tuple[str, str]]
+                     ) -> Dict[Tuple[str, str], Copy]:
+        state = {}  # type: Dict[Tuple[str, str], Copy]
+        for row in _select_pairs(conn, select(copies), copies.c.message_id,
+                                 copies.c.recipient_key, keys):
+            state[(row["message_id"], row["recipient_key"])] = Copy(
+                location=row["location"], moves=row["moves"])
+        for row in _select_pairs(conn, select(episodes), episodes.c.message_id,
+                                 episodes.c.recipient_key, keys):
+            state[(row["message_id"], row["recipient_key"])].episodes[row["destination"]] = \
+                Episode(**{f: row[f] for f in _EPISODE_FIELDS})
+        return state
+
+    def _load_rows(self, conn: Connection, keys: List[Tuple[str, str]]
+                   ) -> Dict[Tuple[str, str], Mapping[str, Any]]:
+        o = outcomes.c
+        query = select(o.run_id, o.recipient_key, o.status, o.counted)
+        return {(row["run_id"], row["recipient_key"]): row
+                for row in _select_pairs(conn, query, o.run_id, o.recipient_key, keys)}
+
+    def _apply(self, conn: Connection, uncount: List[Tuple[str, str]],
+               replaces: List[Dict[str, Any]], inserts: List[Dict[str, Any]],
+               state: Dict[Tuple[str, str], Copy]) -> None:
+        o = outcomes.c
+        by_row = and_(o.run_id == bindparam("b_run_id"),
+                      o.recipient_key == bindparam("b_recipient_key"))
+        if uncount:
+            conn.execute(outcomes.update().where(by_row).values(counted=False),
+                         [{"b_run_id": r, "b_recipient_key": k} for r, k in uncount])
+        if replaces:
+            fields = [f for f in _ROW_FIELDS if f not in ("run_id", "recipient_key")]
+            conn.execute(outcomes.update().where(by_row).values(
+                {f: bindparam("v_" + f) for f in fields}),
+                [dict({"v_" + f: row[f] for f in fields}, b_run_id=row["run_id"],
+                      b_recipient_key=row["recipient_key"]) for row in replaces])
+        if inserts:
+            conn.execute(outcomes.insert(), [{f: row[f] for f in _ROW_FIELDS}
+                                             for row in inserts])
+        episode_rows = [dict({f: getattr(ep, f) for f in _EPISODE_FIELDS}, message_id=m,
+                             recipient_key=r, destination=d)
+                        for (m, r), copy in sorted(state.items())
+                        for d, ep in sorted(copy.episodes.items()) if d in copy.touched]
+        if episode_rows:
+            stmt = self._insert(episodes)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[episodes.c.message_id, episodes.c.recipient_key,
+                                episodes.c.destination],
+                set_={f: getattr(stmt.excluded, f) for f in _EPISODE_FIELDS})
+            conn.execute(stmt, episode_rows)
+        copy_rows = [{"b_m": m, "b_r": r, "location": copy.location, "moves": copy.moves}
+                     for (m, r), copy in sorted(state.items()) if copy.touched]
+        if copy_rows:
+            conn.execute(copies.update().where(and_(
+                copies.c.message_id == bindparam("b_m"),
+                copies.c.recipient_key == bindparam("b_r"))), copy_rows)
+
+    # ------------------------------------------------------------------------------ reads
+
+    def retracted_recipients(self, message_id: str, destination: str,
+                             recipients: Iterable[str]) -> Set[str]:
+        """The given recipients whose copy of `message_id` the ledger last saw in
+        `destination` (retracted or already there): the engine can skip them."""
+        destination = _word("destination", str(destination), Destination.values())
+        wanted = {}  # type: Dict[str, List[str]]
+        for recipient in recipients:
+            wanted.setdefault(recipient.strip().lower(), []).append(recipient)
+        found = set()  # type: Set[str]
+        with self.engine.connect() as conn:
+            for chunk in _chunks(sorted(wanted)):
+                query = select(copies.c.recipient_key).where(
+                    copies.c.message_id == message_id, copies.c.location == destination,
+                    copies.c.recipient_key.in_(chunk))
+                for key in conn.execute(query).scalars():
+                    found.update(wanted[key])
+        return found
+
+    def metric_record(self, window: Optional[Window] = None,
+                      filters: FiltersInput = None) -> MetricRecord:
+        """The metric record of the counted copies completed in `window` (default: the last
+        24 hours): one grouped scan of a covering index, plus two ranked reads of the
+        retracted durations for p50/p95."""
+        window = window or parse_window()
+        flt = Filters.of(filters)
+        wanted = flt.to_dict()
+        o = outcomes.c
+        where = [o.counted == true(), o.completed_at >= window.since,
+                 o.completed_at < window.until]
+        # Filters are applied to the groups, not in SQL: every filter is a facet, and the
+        # unfiltered grouped scan has one good plan everywhere, while a `facets & mask`
+        # predicate makes PostgreSQL misjudge its selectivity (a seq scan and a disk sort).
+        query = select(o.facets, func.count(), func.count(o.ttr_ms), func.max(o.ttr_ms)) \
+            .where(*where).group_by(o.facets)
+        groups, timed, longest = [], 0, None
+        with self.engine.connect() as conn:
+            for packed, count, with_ttr, max_ttr in conn.execute(query):
+                values = facets.unpack(packed)
+                if any(values[name] != value for name, value in wanted.items()):
+                    continue
+                groups.append((values, count))
+                if values["status"] == Status.RETRACTED and with_ttr:
+                    timed += with_ttr
+                    longest = max_ttr if longest is None else max(longest, max_ttr)
+            ttr = TimeToRetract()
+            if timed:
+                ranked = select(o.ttr_ms).where(
+                    *where, o.status == Status.RETRACTED.value, o.ttr_ms.isnot(None))
+                if wanted:
+                    bits, value = facets.mask(wanted)
+                    ranked = ranked.where(o.facets.op("&")(bits) == value)
+                found = {}
+                for name, q in (("p50_s", "0.5"), ("p95_s", "0.95")):
+                    low, high, weight = percentile_ranks(timed, q)
+                    # walk the index from the nearer end: p95 skips 5% of it, not 95%
+                    if low < timed // 2:
+                        page = ranked.order_by(o.ttr_ms).offset(low)
+                    else:
+                        page = ranked.order_by(o.ttr_ms.desc()).offset(timed - 1 - high)
+                    values = sorted(conn.execute(page.limit(high - low + 1)).scalars())
+                    found[name] = interpolate_seconds(values[0], values[-1], weight)
+                ttr = TimeToRetract(count=timed, max_s=seconds(longest), **found)
+        return MetricRecord.from_groups(groups, ttr, window=window, filters=flt)
+
+    def details(self, window: Optional[Window] = None, filters: FiltersInput = None,
+                status: Optional[str] = None, reason: Optional[str] = None,
+                recipient: Optional[str] = None, message_id: Optional[str] = None,
+                limit: int = 50, cursor: Optional[str] = None
+                ) -> Tuple[List[Dict[str, Any]], Optional[str]]:
+        """Outcome rows completed in `window`, newest first, `limit` per page. Every row is
+        returned (also ones the metrics do not count; see each row's `counted`). Pass the
+        returned cursor back, with the same filters, for the next page; None: last page."""
+        window = window or parse_window()
+        flt = Filters.of(filters)
+        limit = _limit(limit)
+        status = _word("status", status, Status.values())
+        reason = _word("reason", reason, Reason.values())
+        recipient_key = recipient.strip().lower() if recipient else None
+        query_id = {"filters": flt.to_dict(), "status": status, "reason": reason,
+                    "recipient": recipient_key, "message_id": message_id or None}
+        o = outcomes.c
+        where = [o.completed_at >= window.since, o.completed_at < window.until]
+        for name, value in flt.items():
+            where.append(getattr(o, name) == value)
+        if status:
+            where.append(o.status == status)
+        if reason:
+            where.append(o.reason == reason)
+        if recipient_key:
+            where.append(o.recipient_key == recipient_key)
+        if message_id:
+            where.append(o.message_id == message_id)
+        if cursor:
+            at, row_id = cursors.decode(self._key(), "details", query_id, cursor)
+            position = tuple_(parse_time("cursor", at), row_id)
+            where.append(tuple_(o.completed_at, o.id) < position)
+        query = select(outcomes).where(*where).order_by(o.completed_at.desc(), o.id.desc()) \
+            .limit(limit + 1)
+        with self.engine.connect() as conn:
+            rows = list(conn.execute(query).mappings())
+        next_cursor = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            last = rows[-1]
+            next_cursor = cursors.encode(self._key(), "details", query_id,
+                                         [last["completed_at"].isoformat(), last["id"]])
+        return [detail(row) for row in rows], next_cursor
+
+    def runs(self, window: Optional[Window] = None, state: Optional[str] = None,
+             message_id: Optional[str] = None, limit: int = 50, cursor: Optional[str] = None
+             ) -> Tuple[List[Dict[str, Any]], Optional[str]]:
+        """Runs requested in `window` (default: all), newest first, paged like details."""
+        state = _word("state", state, RUN_STATES)
+        limit = _limit(limit)
+        query_id = {"state": state, "message_id": message_id or None}
+        r = runs.c
+        where = []
+        if window is not None:
+            where += [r.requested_at >= window.since, r.requested_at < window.until]
+        if state:
+            where.append(r.state == state)
+        if message_id:
+            where.append(r.message_id == message_id)
+        if cursor:
+            at, run_id = cursors.decode(self._key(), "runs", query_id, cursor)
+            position = tuple_(parse_time("cursor", at), run_id)
+            where.append(tuple_(r.requested_at, r.run_id) < position)
+        query = select(runs).where(*where).order_by(r.requested_at.desc(), r.run_id.desc()) \
+            .limit(limit + 1)
+        with self.engine.connect() as conn:
+            rows = [_run(row) for row in conn.execute(query).mappings()]
+        next_cursor = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            next_cursor = cursors.encode(self._key(), "runs", query_id,
+                                         [rows[-1]["requested_at"], rows[-1]["run_id"]])
+        return rows, next_cursor
+
+    def run(self, run_id: str) -> Optional[Dict[str, Any]]:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(runs).where(runs.c.run_id == run_id)).mappings().first()
+        return _run(row) if row is not None else None
+
+    def outcomes_for_run(self, run_id: str) -> List[Outcome]:
+        """The run's outcomes (one per copy: the best its retries reported), in write order."""
+        query = select(outcomes).where(outcomes.c.run_id == run_id).order_by(outcomes.c.id)
+        with self.engine.connect() as conn:
+            return [to_outcome(row) for row in conn.execute(query).mappings()]
+
+    def _key(self) -> bytes:
+        """The cursor signing key: made once per ledger, kept in `meta`."""
+        if self._cursor_key is None:
+            query = select(meta.c.value).where(meta.c.key == "cursor_key")
+            with self.engine.connect() as conn:
+                value = conn.execute(query).scalar()
+            if value is None:
+                stmt = self._insert(meta).values(key="cursor_key", value=secrets.token_hex(32))
+                with self._write() as conn, conn.begin():
+                    conn.execute(stmt.on_conflict_do_nothing(index_elements=[meta.c.key]))
+                    value = conn.execute(query).scalar()
+            self._cursor_key = bytes.fromhex(value)
+        return self._cursor_key
+
+
+def _run(row: Mapping[str, Any]) -> Dict[str, Any]:
+    data = dict(row)
+    for name in ("verdict_time", "requested_at", "finished_at"):
+        if isinstance(data[name], datetime):
+            data[name] = data[name].isoformat()
+    data["preview"] = bool(data["preview"])
+    return data

@@ -1,0 +1,215 @@
+"""Google service-account tokens for domain-wide delegation: one Credentials per subject.
+
+Gmail has no app-only token: every mailbox (subject) needs its own access token from the OAuth
+token endpoint, so a run over N mailboxes makes N token requests. They are fetched on a thread
+pool ahead of the batches that need them and cached per (subject, scopes) until they expire.
+
+Token errors are classified here (`TokenFailure.kind`):
+- `invalid_grant` "Invalid email or User ID": no such user -> not_a_mailbox.
+- `unauthorized_client` (and the older `access_denied`): the same answer for "delegation or
+  these scopes not granted" and "the subject is a group, not a user". Delegation is granted
+  per service account for the whole domain, so the run (gmail_run) decides by proof: if the
+  token endpoint issued a token for the same scopes to another subject during the run, or
+  issues a fresh one to `google.directory_admin` (a known user, asked once), the refused
+  subject is not a mailbox (not_a_mailbox); if the admin is refused too, or nothing proved
+  delegation by the end of the run, it is not_authorized. No Directory lookup per address:
+  when delegation is missing every subject is refused, and N lookups would prove nothing.
+- any other `invalid_grant` (bad JWT signature, unknown or deleted key, clock skew) and
+  `invalid_client` (unknown service account): the pack's credentials are rejected for every
+  subject -> ProviderUnavailable.
+- 5xx, 429, dropped connections: retried here with backoff, then provider_error.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import random
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Dict, Optional, Tuple
+
+from retraction.model import Destination, Reason
+
+LOG = logging.getLogger(__name__)
+
+SCOPE_MODIFY = "https://www.googleapis.com/auth/gmail.modify"
+SCOPE_FULL = "https://mail.google.com/"  # only `messages.delete` needs it
+SCOPE_GROUP_MEMBERS = "https://www.googleapis.com/auth/admin.directory.group.member.readonly"
+
+# kinds of TokenFailure
+NOT_A_MAILBOX = Reason.NOT_A_MAILBOX.value
+UNAUTHORIZED_CLIENT = "unauthorized_client"  # group or ungranted scopes: decided by the caller
+CREDENTIALS = "credentials"  # the service account itself is refused: ProviderUnavailable
+PROVIDER_ERROR = Reason.PROVIDER_ERROR.value
+
+CACHE_SIZE = 20000  # subjects kept between runs (a Credentials object is a few hundred bytes)
+
+Scopes = Tuple[str, ...]
+
+
+def scopes_for(destination: Destination) -> Scopes:
+    """Least privilege: the full-mail scope only when the run may permanently delete."""
+    if destination == Destination.HARD_DELETE:
+        return (SCOPE_MODIFY, SCOPE_FULL)
+    return (SCOPE_MODIFY,)
+
+
+def backoff_delay(tries: int, retry_after: Optional[float] = None,
+                  base: float = 0.5, cap: float = 20.0) -> float:
+    """Seconds before try number `tries + 1`: the server's Retry-After when given, else
+    exponential backoff with jitter (half fixed, half random: spreads a throttled crowd
+    without ever retrying immediately)."""
+    if retry_after is not None and retry_after >= 0:
+        return retry_after + random.uniform(0, 0.1 + 0.1 * retry_after)
+    delay = min(cap, base * (2 ** max(0, tries - 1)))
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+class TokenFailure(Exception):
+    """Why no token could be had for one subject. Never carries the assertion or a key."""
+
+    def __init__(self, kind: str, code: str, message: str, attempts: int = 1):
+        super().__init__("%s: %s" % (code, message))
+        self.kind = kind
+        self.code = code
+        self.message = message
+        self.attempts = attempts
+
+
+def _error_fields(exc: Exception) -> Tuple[str, str]:
+    """(error, error_description) of a RefreshError: google-auth puts the decoded token
+    endpoint answer in args[1] and "error: description" in args[0]."""
+    data = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], dict) else {}
+    code = str(data.get("error") or "")
+    desc = str(data.get("error_description") or "")
+    if not code:
+        text = str(exc.args[0]) if exc.args else str(exc)
+        code, _, rest = text.partition(": ")
+        if not rest or " " in code:
+            code, rest = "token_error", text
+        desc = desc or rest
+    return code, desc[:500]
+
+
+def classify_refresh_error(exc: Exception) -> TokenFailure:
+    """A RefreshError as a TokenFailure (see the module docstring for the rules)."""
+    code, desc = _error_fields(exc)
+    if getattr(exc, "retryable", False):
+        return TokenFailure(PROVIDER_ERROR, code, desc)
+    if code == "invalid_grant" and "email or user id" in desc.lower():
+        return TokenFailure(NOT_A_MAILBOX, code, desc)
+    if code in ("unauthorized_client", "access_denied"):
+        return TokenFailure(UNAUTHORIZED_CLIENT, code, desc)
+    if code in ("invalid_grant", "invalid_client"):
+        return TokenFailure(CREDENTIALS, code, desc)
+    return TokenFailure(PROVIDER_ERROR, code, desc)
+
+
+def _is_transient(failure: TokenFailure, exc: Exception) -> bool:
+    from google.auth import exceptions
+
+    if isinstance(exc, exceptions.RefreshError):
+        return bool(getattr(exc, "retryable", False))
+    return True  # TransportError, socket errors, timeouts
+
+
+class TokenBroker:
+    """Fetches and caches one delegated Credentials per (subject, scopes), concurrently.
+
+    `get()` returns a Future of a valid Credentials (or raising TokenFailure); concurrent asks
+    for the same subject share one fetch. Thread-safe."""
+
+    def __init__(self, info: Dict[str, Any], token_uri: str,
+                 http_factory: Callable[[], Any], workers: int,
+                 retry_budget_s: float, max_attempts: int):
+        from google.oauth2 import service_account
+
+        info = dict(info)
+        if token_uri:
+            info["token_uri"] = token_uri
+        # One signer for every subject: with_subject() copies share the parsed key.
+        self._base = service_account.Credentials.from_service_account_info(info)
+        self.service_account_email = self._base.service_account_email
+        self._http_factory = http_factory
+        self._budget = retry_budget_s
+        self._max_attempts = max_attempts
+        self._lock = threading.Lock()
+        self._cache = collections.OrderedDict()  # (subject, scopes) -> Credentials
+        self._inflight = {}  # (subject, scopes) -> Future
+        self._granted_at: Dict[Scopes, float] = {}  # last token issued for these scopes
+        self._pool = ThreadPoolExecutor(max_workers=max(1, workers),
+                                        thread_name_prefix="gmail-token")
+
+    def granted(self, scopes: Scopes, since: float) -> bool:
+        """True if the token endpoint issued a token for these scopes to some subject since
+        `since` (time.monotonic()): delegation of these scopes works. Cached tokens are no
+        proof: they may predate a revocation."""
+        return self._granted_at.get(scopes, float("-inf")) >= since
+
+    def get(self, subject: str, scopes: Scopes, fresh: bool = False) -> "Future":
+        """A Future of valid Credentials for `subject`; `fresh` skips the cache."""
+        key = (subject.lower(), scopes)
+        with self._lock:
+            creds = self._cache.get(key)
+            if creds is not None and creds.valid and not fresh:
+                self._cache.move_to_end(key)
+                done: Future = Future()
+                done.set_result(creds)
+                return done
+            future = self._inflight.get(key)
+            if future is None:
+                future = self._pool.submit(self._fetch, key)
+                self._inflight[key] = future
+            return future
+
+    def invalidate(self, subject: str, scopes: Scopes, creds: Any) -> None:
+        """Forget a token the API refused, so the next get() asks the token endpoint again."""
+        key = (subject.lower(), scopes)
+        with self._lock:
+            if self._cache.get(key) is creds:
+                del self._cache[key]
+
+    def _fetch(self, key: Tuple[str, Scopes]) -> Any:
+        try:
+            creds = self._refresh(key)
+        finally:
+            with self._lock:
+                self._inflight.pop(key, None)
+        with self._lock:
+            self._cache[key] = creds
+            self._cache.move_to_end(key)
+            while len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
+            self._granted_at[key[1]] = time.monotonic()
+        return creds
+
+    def _refresh(self, key: Tuple[str, Scopes]) -> Any:
+        from google.auth import exceptions
+        import google_auth_httplib2
+
+        subject, scopes = key
+        creds = self._base.with_subject(subject).with_scopes(list(scopes))
+        deadline = time.monotonic() + self._budget
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                creds.refresh(google_auth_httplib2.Request(self._http_factory()))
+                return creds
+            except exceptions.RefreshError as exc:
+                failure, error = classify_refresh_error(exc), exc
+            except Exception as exc:  # TransportError, socket errors, timeouts
+                failure = TokenFailure(PROVIDER_ERROR, "transport_error",
+                                       "%s: %s" % (type(exc).__name__, str(exc)[:200]))
+                error = exc
+            failure.attempts = tries
+            delay = backoff_delay(tries)
+            if (not _is_transient(failure, error) or tries >= self._max_attempts
+                    or time.monotonic() + delay > deadline):
+                raise failure
+            LOG.info("token for %s: %s, retrying in %.1fs", subject, failure.code, delay)
+            time.sleep(delay)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)

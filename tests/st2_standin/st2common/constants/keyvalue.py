@@ -1,0 +1,21 @@
+"""Datastore constants, as in ``st2common.constants.keyvalue``."""
+
+__all__ = [
+    "SYSTEM_SCOPE",
+    "USER_SCOPE",
+    "FULL_SYSTEM_SCOPE",
+    "FULL_USER_SCOPE",
+    "ALLOWED_SCOPES",
+    "DATASTORE_PARENT_SCOPE",
+    "DATASTORE_KEY_SEPARATOR",
+]
+
+SYSTEM_SCOPE = "system"
+USER_SCOPE = "user"
+DATASTORE_PARENT_SCOPE = "st2kv"
+FULL_SYSTEM_SCOPE = "%s.%s" % (DATASTORE_PARENT_SCOPE, SYSTEM_SCOPE)
+FULL_USER_SCOPE = "%s.%s" % (DATASTORE_PARENT_SCOPE, USER_SCOPE)
+ALLOWED_SCOPES = [SYSTEM_SCOPE, USER_SCOPE, FULL_SYSTEM_SCOPE, FULL_USER_SCOPE]
+
+# Local datastore keys are "<pack>.<ClassName>:<name>".
+DATASTORE_KEY_SEPARATOR = ":"

@@ -1,0 +1,1 @@
+"""Stand-in for StackStorm's ``st2reactor`` (the sensor base classes)."""

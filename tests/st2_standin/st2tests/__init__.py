@@ -1,0 +1,1 @@
+"""Stand-in for StackStorm's ``st2tests`` (the pack test base classes and their mocks)."""
