@@ -231,7 +231,8 @@ def routes(sandbox) -> List[web.RouteDef]:
 
     async def counters(request):
         data = sandbox.counters.snapshot()
-        data["faults"] = sandbox.faults.to_dict()["injected"]
+        faults = sandbox.faults.to_dict()
+        data["faults"], data["delayed"] = faults["injected"], faults["delayed"]
         data["graph_throttled"] = sandbox.graph_throttle.throttled
         return _json(data)
 
@@ -279,6 +280,10 @@ def routes(sandbox) -> List[web.RouteDef]:
             raise ValueError("scopes must be a list")
         return _json(set_google_scopes(sandbox, request.match_info["email"], body["scopes"]))
 
+    async def post_revoke(request):
+        body = await _body(request)
+        return _json(sandbox.revoke_tokens(body.get("service")))
+
     async def post_campaign(request):
         body = await _body(request)
         if not body.get("message_id"):
@@ -306,6 +311,7 @@ def routes(sandbox) -> List[web.RouteDef]:
         ("POST", "/submissions/{submission_id}/confirm", post_confirm, "submissions.confirm"),
         ("POST", "/microsoft/apps/{client_id}", post_app, "microsoft.app"),
         ("POST", "/google/accounts/{email}", post_account, "google.account"),
+        ("POST", "/tokens/revoke", post_revoke, "tokens.revoke"),
         ("POST", "/campaigns", post_campaign, "campaigns.add"),
         ("GET", "/campaigns", get_campaign, "campaigns.get"),
     ]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
+import os
 import time
 import uuid
 from typing import Any, Dict, Optional, Tuple
@@ -80,6 +82,12 @@ class TokenIssuer:
     def reset(self) -> None:
         self._cert_cache.clear()
 
+    def revoke_all(self) -> None:
+        """Every token issued so far stops validating: the signing key is replaced (tokens
+        outlive scenario loads, so this is the only way to retire them early)."""
+        self.sandbox.token_secret = os.urandom(32)
+        self._claims.clear()
+
     def certificate(self, pem: str) -> Tuple[str, str, Any]:
         cached = self._cert_cache.get(pem)
         if cached is None:
@@ -88,21 +96,26 @@ class TokenIssuer:
 
     def issue(self, app, tenant_id: str) -> Tuple[str, int]:
         lifetime = int(self.sandbox.faults.setting("token_lifetime_s"))
-        now = int(time.time())
+        issued = time.time()
+        now = int(issued)
+        # exp rounded up: a token lives at least its expires_in (truncating would let one with
+        # expires_in=1 die within milliseconds of being issued).
+        expires = int(math.ceil(issued + lifetime))
         oid = str(uuid.uuid5(uuid.NAMESPACE_URL, "sp:" + app.client_id))
         claims: Dict[str, Any] = {
             "aud": GRAPH_RESOURCE, "iss": "https://sts.windows.net/%s/" % tenant_id,
-            "iat": now, "nbf": now, "exp": now + lifetime, "appid": app.client_id,
+            "iat": now, "nbf": now, "exp": expires, "appid": app.client_id,
             "appidacr": "1" if app.client_secret else "2", "idtyp": "app", "oid": oid,
             "sub": oid, "tid": tenant_id, "uti": uuid.uuid4().hex[:22], "ver": "1.0",
         }
         if app.consent_granted and app.permissions:
             claims["roles"] = sorted(app.permissions)
-        token = jwt.encode(claims, self.sandbox.token_secret, algorithm="HS256",
-                           headers={"kid": "sandbox"})
+        secret = self.sandbox.token_secret
+        token = jwt.encode(claims, secret, algorithm="HS256", headers={"kid": "sandbox"})
         if len(self._claims) >= TOKEN_CACHE_LIMIT:
             self._claims.clear()
-        self._claims[token] = claims
+        if secret is self.sandbox.token_secret:  # not revoked meanwhile
+            self._claims[token] = claims
         return token, lifetime
 
     def verify(self, authorization: Optional[str]) -> Tuple[Optional[Dict[str, Any]], str]:
@@ -115,8 +128,9 @@ class TokenIssuer:
             return None, "Access token is empty."
         claims = self._claims.get(token)
         if claims is None:
+            secret = self.sandbox.token_secret
             try:
-                claims = jwt.decode(token, self.sandbox.token_secret, algorithms=["HS256"],
+                claims = jwt.decode(token, secret, algorithms=["HS256"],
                                     audience=GRAPH_RESOURCE, options={"verify_exp": False})
             except jwt.InvalidAudienceError:
                 return None, "Access token validation failure. Invalid audience."
@@ -124,7 +138,8 @@ class TokenIssuer:
                 return None, ("IDX14100: JWT is not well formed, there are no dots (.)."
                               if token.count(".") != 2 else
                               "Access token validation failure. Invalid signature.")
-            self._claims[token] = claims
+            if secret is self.sandbox.token_secret:  # not revoked while we decoded
+                self._claims[token] = claims
         if claims["exp"] <= time.time():
             return None, "Lifetime validation failed, the token is expired."
         return claims, ""

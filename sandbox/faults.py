@@ -1,8 +1,12 @@
 """Fault injection and the switches that shape the sandbox's behaviour (latency, throttling).
 
-`Faults.decide(service)` is asked once per HTTP request by the server middleware and once per
-item by the batch executors, so a batch can carry per-item 429s and 5xx. Decisions come from
+`Faults.decide(service, write)` is asked once per HTTP request by the server middleware and once
+per item by the batch executors, so a batch can carry per-item 429s and 5xx. Decisions come from
 one seeded RNG per service: a sequential run with the same settings sees the same faults.
+
+A "lost reply" is the fault that matters for non-idempotent writes: the request is executed
+(the copy really moves) and only then is the answer lost, so a client cannot tell it from a
+request that never arrived and must look the copy up again before it retries.
 """
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ from typing import Any, Dict, Optional, Tuple
 
 SERVICES = ("login", "graph", "google_token", "gmail", "directory", "cloudflare")
 TOKEN_SERVICES = ("login", "google_token")
+# Lost replies hit writes only: a read whose answer is lost is just a dropped connection.
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 # Route-name prefix -> service (route names are "<front>.<what>", e.g. "graph.messages.move").
 SERVICE_OF_PREFIX = {
@@ -45,7 +51,8 @@ def faults_apply(route_name: str, service: str) -> bool:
 
 @dataclass(frozen=True)
 class Fault:
-    """One injected failure. kind: "429" | "5xx" | "drop" | "token_outage"."""
+    """One injected failure. kind: "429" | "5xx" | "drop" | "lost_reply" | "token_outage".
+    A "lost_reply" is executed first; the caller then loses its answer."""
 
     kind: str
     status: int
@@ -68,6 +75,7 @@ class ServiceFaults:
     rate_5xx: float = 0.0
     status_5xx: int = 503
     rate_drop: float = 0.0
+    rate_lost_reply: float = 0.0
     # Token endpoints answer 503 until this monotonic time (0 = no outage, inf = until cleared).
     token_outage_until: float = 0.0
 
@@ -76,7 +84,7 @@ class ServiceFaults:
         return {
             "rate_429": self.rate_429, "retry_after": self.retry_after,
             "rate_5xx": self.rate_5xx, "status_5xx": self.status_5xx,
-            "rate_drop": self.rate_drop,
+            "rate_drop": self.rate_drop, "rate_lost_reply": self.rate_lost_reply,
             "token_outage": (True if remaining == float("inf") else round(remaining, 3)),
         }
 
@@ -104,6 +112,7 @@ class Faults:
         self.services: Dict[str, ServiceFaults] = {}
         self.settings: Dict[str, Any] = {}
         self.injected: Dict[str, Dict[str, int]] = {}
+        self.delayed: Dict[str, int] = {}  # HTTP requests delayed by rtt_ms, per service
         self._rngs: Dict[str, random.Random] = {}
         self.clear()
         if settings:
@@ -116,6 +125,7 @@ class Faults:
             self.services = {name: ServiceFaults() for name in SERVICES}
             self.settings = dict(DEFAULT_SETTINGS)
             self.injected = {name: {} for name in SERVICES}
+            self.delayed = {}
             self._rngs = {name: random.Random("%s:%s" % (self.seed, name)) for name in SERVICES}
             self._latency_rng = random.Random("%s:latency" % self.seed)
 
@@ -154,7 +164,7 @@ class Faults:
                     target.token_outage_until = 0.0
                 else:
                     target.token_outage_until = time.monotonic() + float(value)
-            elif key in ("rate_429", "rate_5xx", "rate_drop", "retry_after"):
+            elif key in ("rate_429", "rate_5xx", "rate_drop", "rate_lost_reply", "retry_after"):
                 number = float(value)
                 if key.startswith("rate_") and not 0.0 <= number <= 1.0:
                     raise ValueError("%s.%s must be within 0..1" % (service, key))
@@ -177,21 +187,27 @@ class Faults:
                 "settings": dict(self.settings),
                 "services": {name: conf.to_dict() for name, conf in self.services.items()},
                 "injected": {name: dict(c) for name, c in self.injected.items()},
+                "delayed": dict(self.delayed),
             }
 
     # -- decisions ---------------------------------------------------------------------------
-    def decide(self, service: str) -> Optional[Fault]:
-        """Whether to fail this request (or batch item) of `service`, and how."""
+    def decide(self, service: str, write: bool = False) -> Optional[Fault]:
+        """Whether to fail this request (or batch item) of `service`, and how. `write`: the
+        request changes state (WRITE_METHODS), so its reply may be lost after it ran."""
         with self._lock:
             conf = self.services[service]
             if service in TOKEN_SERVICES and conf.token_outage_until > time.monotonic():
                 return self._count(service, Fault("token_outage", 503, conf.retry_after))
-            if not (conf.rate_429 or conf.rate_5xx or conf.rate_drop):
+            lost = conf.rate_lost_reply if write else 0.0
+            if not (conf.rate_429 or conf.rate_5xx or conf.rate_drop or lost):
                 return None
             roll = self._rngs[service].random()
             if roll < conf.rate_drop:
                 return self._count(service, Fault("drop", 0))
             roll -= conf.rate_drop
+            if roll < lost:
+                return self._count(service, Fault("lost_reply", 0))
+            roll -= lost
             if roll < conf.rate_429:
                 return self._count(service, Fault("429", 429, conf.retry_after))
             roll -= conf.rate_429
@@ -205,14 +221,17 @@ class Faults:
         counts[fault.kind] = counts.get(fault.kind, 0) + 1
         return fault
 
-    def latency_s(self) -> float:
-        """Seconds to delay one HTTP request (0 when no latency is configured)."""
+    def latency_s(self, service: Optional[str] = None) -> float:
+        """Seconds to delay one HTTP request (0 when no latency is configured); a delay for
+        `service` is counted in `delayed` (evidence that a batch is delayed once)."""
         rtt = self.settings["rtt_ms"]
         if rtt <= 0:
             return 0.0
         jitter = self.settings["jitter"]
         with self._lock:
             factor = 1.0 + self._latency_rng.uniform(-jitter, jitter) if jitter else 1.0
+            if service is not None:
+                self.delayed[service] = self.delayed.get(service, 0) + 1
         return max(0.0, rtt * factor / 1000.0)
 
 

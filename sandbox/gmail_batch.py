@@ -14,9 +14,10 @@ googleapiclient's `BatchHttpRequest._deserialize_response` requires (it splits t
 the first CRLF CRLF).
 
 Each part runs through the same Router and handlers as a single call; per part the executor asks
-`Faults.decide("gmail")` and counts the part under its own route name. An injected 429/5xx
-answers the part without running it; an injected drop runs the part and then loses its answer
-(the part reads 503 backendError), which is what a dropped connection does to a write.
+`Faults.decide("gmail", write)` and counts the part under its own route name. An injected 429/5xx
+answers the part without running it. An injected drop runs the part and then loses its answer
+(the part reads 503 backendError), which is what a dropped connection does to a write; a lost
+reply (`rate_lost_reply`, write parts only) does the same and reads 504.
 More than 100 parts, or none: 400 for the whole batch.
 """
 from __future__ import annotations
@@ -32,7 +33,7 @@ from aiohttp import web
 from multidict import CIMultiDict, MultiDict
 
 from sandbox import directory, gmail
-from sandbox.faults import Fault, fault_body
+from sandbox.faults import WRITE_METHODS, Fault, fault_body
 from sandbox.gmail import ApiRequest, ApiResponse, Router
 
 MAX_PARTS = 100
@@ -173,21 +174,21 @@ def run_part(sandbox, router: Router, part: BatchPart) -> ApiResponse:
     name, handler, params = resolved
     part.request.params = params
     service = "directory" if name.startswith("directory.") else "gmail"
-    fault = sandbox.faults.decide(service)
-    if fault is not None and fault.kind != "drop":
+    fault = sandbox.faults.decide(service, part.request.method in WRITE_METHODS)
+    if fault is not None and fault.kind not in LOST_ANSWER:
         status, headers, body = fault_body(service, fault)
         answer = ApiResponse(status, body, headers)
     else:
         answer = handler(sandbox, part.request)
-        if fault is not None:  # dropped: the work is done, the answer is lost
-            status, headers, body = fault_body(service, _lost_answer())
+        if fault is not None:  # the work is done, the answer is lost
+            status, headers, body = fault_body(service, LOST_ANSWER[fault.kind])
             answer = ApiResponse(status, body, headers)
     sandbox.counters.hit(name, answer.status)
     return answer
 
 
-def _lost_answer() -> Fault:
-    return Fault("5xx", 503)
+# What a part whose answer was lost reads instead (both kinds have run).
+LOST_ANSWER = {"drop": Fault("5xx", 503), "lost_reply": Fault("5xx", 504)}
 
 
 def execute(sandbox, router: Router, content_type: str, body: bytes,

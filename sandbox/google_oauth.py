@@ -75,6 +75,11 @@ class GoogleState(object):
             self._history: Dict[str, int] = {}
             self._history_seq = 100000
 
+    def revoke_all(self) -> None:
+        """Every token issued so far answers 401 authError from now on."""
+        with self._lock:
+            self._grants.clear()
+
     @property
     def token_lifetime_s(self) -> int:
         return int(self._sandbox.faults.setting("token_lifetime_s"))

@@ -503,6 +503,7 @@ async def dispatch(sandbox, call: GraphCall,
             op_ms = sandbox.faults.setting("graph_op_ms")
             if op_ms > 0:
                 await asyncio.sleep(op_ms / 1000.0)
+            await sandbox.graph_gate(upn)
             with sandbox.tenant.lock:
                 box = resolve_mailbox(sandbox, upn)  # the tenant may have been swapped
                 return _finish(call, operation.handler(sandbox, call, box))

@@ -3,6 +3,7 @@
 Items run through graph.dispatch (the same rules as direct requests), at most 4 at once per
 mailbox within a batch (Outlook's rule), each counted under its own route name, each with its
 own fault decision (so one batch can carry 429s with their own Retry-After next to 2xx items).
+A dropped item is not run and answers 504; a lost reply (writes only) is run, then answers 504.
 Responses come back in a shuffled order (seeded), as Graph allows.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from aiohttp import web
 from sandbox import graph
 from sandbox import graph_directory  # noqa: F401  (registers the directory operations)
 from sandbox.entra import issuer
-from sandbox.faults import fault_body
+from sandbox.faults import WRITE_METHODS, fault_body
 from sandbox.graph import GraphCall, GraphError, GraphResult
 
 MAX_REQUESTS = 20
@@ -115,8 +116,8 @@ class BatchRun:
             result = graph.error_result(self.sandbox, headers, problem)
             counters.status(name, result.status)
             return self._item(item["id"], result)
-        fault = self.sandbox.faults.decide("graph")
-        if fault is not None:
+        fault = self.sandbox.faults.decide("graph", item["method"].upper() in WRITE_METHODS)
+        if fault is not None and fault.kind != "lost_reply":
             result = self._fault_result(fault, headers)
             counters.status(name, result.status)
             return self._item(item["id"], result)
@@ -130,11 +131,13 @@ class BatchRun:
             slot = self.slots.setdefault(upn.lower(), asyncio.Semaphore(PER_MAILBOX))
             async with slot:
                 result = await graph.dispatch(self.sandbox, call, operation)
+        if fault is not None:  # lost reply: the item ran, the gateway gave up waiting for it
+            result = self._fault_result(fault, headers)
         counters.status(name, result.status)
         return self._item(item["id"], result)
 
     def _fault_result(self, fault, headers: Dict[str, str]) -> GraphResult:
-        if fault.kind == "drop":  # one item cannot lose its connection: a gateway timeout
+        if fault.kind in ("drop", "lost_reply"):  # an item cannot lose its connection: 504
             return graph.error_result(self.sandbox, headers, GraphError(
                 504, "GatewayTimeout", "The operation timed out."))
         status, extra, body = fault_body("graph", fault,

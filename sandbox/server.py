@@ -9,9 +9,8 @@ request, so loading a new scenario swaps the whole tenant at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-import importlib
-import importlib.util
 import json
 import os
 import shutil
@@ -26,7 +25,9 @@ import trustme
 import yaml
 from aiohttp import web
 
-from sandbox.faults import Faults, fault_body, faults_apply, service_of
+from sandbox import (cloudflare, control, directory, entra, gmail, gmail_batch, google_oauth,
+                     graph, graph_batch, graph_directory)
+from sandbox.faults import WRITE_METHODS, Faults, fault_body, faults_apply, service_of
 from sandbox.tenant import Tenant
 from sandbox.throttle import MailboxThrottle, QuotaWindow
 
@@ -34,8 +35,10 @@ PACK_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE_CONFIG = os.path.join(PACK_ROOT, "email_retraction.yaml.example")
 
 # Front modules per listener, in mounting order (graph last: it ends with a catch-all).
-TLS_FRONTS = ("entra", "graph_batch", "graph_directory", "graph")
-HTTP_FRONTS = ("control", "google_oauth", "gmail_batch", "gmail", "directory", "cloudflare")
+TLS_FRONTS = (entra, graph_batch, graph_directory, graph)
+HTTP_FRONTS = (control, google_oauth, gmail_batch, gmail, directory, cloudflare)
+# Whose access tokens `revoke_tokens` can invalidate (the pack's Provider words).
+TOKEN_PROVIDERS = ("microsoft", "google")
 
 
 class Counters:
@@ -107,6 +110,7 @@ class Sandbox:
         self._thread: Optional[threading.Thread] = None
         self._runners: List[web.AppRunner] = []
         self._start_error: Optional[BaseException] = None
+        self._graph_holds: Dict[str, asyncio.Event] = {}  # see hold_graph_operations()
         self.tls_app = self._make_app(TLS_FRONTS)
         self.http_app = self._make_app(HTTP_FRONTS)
 
@@ -118,12 +122,7 @@ class Sandbox:
 
     def _make_app(self, fronts) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
-        for name in fronts:
-            module_name = "sandbox." + name
-            # Fronts written by the two sandbox helpers land separately; mount what exists.
-            if importlib.util.find_spec(module_name) is None:
-                continue
-            module = importlib.import_module(module_name)
+        for module in fronts:
             app.add_routes(module.routes(self))
         return app
 
@@ -132,25 +131,32 @@ class Sandbox:
         name = request.match_info.route.name or "unrouted"
         self.counters.hit(name)
         service = service_of(name)
+        fault = None
         if service is not None:
-            delay = self.faults.latency_s()
+            delay = self.faults.latency_s(service)
             if delay:
                 await asyncio.sleep(delay)
             if faults_apply(name, service):
-                fault = self.faults.decide(service)
-                if fault is not None:
-                    if fault.kind == "drop":
-                        self.counters.status(name, 0)
-                        if request.transport is not None:
-                            request.transport.abort()
-                        raise ConnectionResetError("sandbox: dropped by fault injection")
+                fault = self.faults.decide(service, request.method in WRITE_METHODS)
+                if fault is not None and fault.kind == "drop":
+                    self._abort(request, name, "dropped")
+                if fault is not None and fault.kind != "lost_reply":
                     status, headers, body = fault_body(service, fault,
                                                        self.error_context(request))
                     self.counters.status(name, status)
                     return web.json_response(body, status=status, headers=headers)
         response = await handler(request)
+        if fault is not None:  # lost reply: the request has run, its answer never leaves
+            self._abort(request, name, "reply lost")
         self.counters.status(name, response.status)
         return response
+
+    def _abort(self, request: web.Request, name: str, why: str) -> None:
+        """Close the connection without an answer (status 0 in the counters)."""
+        self.counters.status(name, 0)
+        if request.transport is not None:
+            request.transport.abort()
+        raise ConnectionResetError("sandbox: %s by fault injection" % why)
 
     @staticmethod
     def error_context(request: Optional[web.Request] = None,
@@ -301,6 +307,44 @@ class Sandbox:
         merged.update(kwargs)
         self.faults.set(merged)
         return self.faults.to_dict()
+
+    def revoke_tokens(self, service: Optional[str] = None) -> Dict[str, Any]:
+        """Invalidate every access token issued so far: "microsoft" (Graph answers 401
+        InvalidAuthenticationToken), "google" (Gmail and Directory answer 401 authError) or
+        None for both. New tokens work at once, so a client's refresh path can be tested."""
+        if service is not None and service not in TOKEN_PROVIDERS:
+            raise ValueError("service must be one of %s, not %r" % (TOKEN_PROVIDERS, service))
+        revoked = [service] if service else list(TOKEN_PROVIDERS)
+        if "microsoft" in revoked:
+            entra.issuer(self).revoke_all()
+        if "google" in revoked:
+            google_oauth.state_of(self).revoke_all()
+        return {"revoked": revoked}
+
+    @contextlib.contextmanager
+    def hold_graph_operations(self, mailbox: Optional[str] = None):
+        """While inside, Graph operations on `mailbox` (None: every mailbox) that got their
+        throttle slot wait, keeping the slot, until the block ends. In-flight limits can then
+        be observed without racing a clock. Batch items wait too; other mailboxes run."""
+        async def new_event() -> asyncio.Event:
+            return asyncio.Event()
+        key = mailbox.lower() if mailbox else "*"
+        if key in self._graph_holds:
+            raise RuntimeError("Graph operations on %s are already held" % key)
+        hold = self.call(new_event)  # created on the server loop, which waits on it
+        self._graph_holds[key] = hold
+        try:
+            yield self
+        finally:
+            del self._graph_holds[key]
+            self._loop.call_soon_threadsafe(hold.set)
+
+    async def graph_gate(self, mailbox: str) -> None:
+        """Awaited by a Graph mailbox operation while it holds its slot."""
+        for key in ("*", mailbox.lower()):
+            hold = self._graph_holds.get(key)
+            if hold is not None:
+                await hold.wait()
 
     def set_consent(self, client_id: str, consent_granted: Optional[bool] = None,
                     permissions: Optional[List[str]] = None) -> Dict[str, Any]:

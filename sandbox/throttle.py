@@ -59,6 +59,12 @@ class MailboxThrottle:
             self._enter(key)
             return None
 
+    def busy(self, mailbox: str) -> int:
+        """Requests in flight on `mailbox` now, all apps together."""
+        box = mailbox.lower()
+        with self._lock:
+            return sum(n for (_, key), n in self.in_flight.items() if key == box)
+
     def release(self, app: str, mailbox: str) -> None:
         key = (app, mailbox.lower())
         with self._lock:

@@ -581,3 +581,36 @@ def test_directory_throttling_clears_and_outage_is_provider_error(sandbox):
         provider.expand_group(TEAM)
     provider.close()
     assert (caught.value.reason, caught.value.code) == ("provider_error", "backendError")
+
+
+def test_refused_groups_filling_the_window_do_not_stall_the_run(sandbox):
+    # Window of 2, no directory admin: two refused groups fill it and nothing in it can prove
+    # delegation, so they are decided (not_authorized) to make room for the next copy.
+    sandbox.tenant.add_group("team2@corp-mail.example", [CAROL])
+    google, limits = settings_of(sandbox, directory_admin="")
+    google = types.SimpleNamespace(service_account_info=google.service_account_info,
+                                   **dict(dataclasses.asdict(google), batch_size=2))
+    provider = GmailProvider(google, dataclasses.replace(limits, provider_concurrency=1))
+    recipients = [TEAM, "team2@corp-mail.example", CAROL]
+    got = {}
+    worker = threading.Thread(target=lambda: got.update(retract(provider, recipients)))
+    worker.start()
+    worker.join(30)
+    provider.close()
+    assert not worker.is_alive(), "the run stalled"
+    assert [status_of(got[r]) for r in recipients] == [
+        "failed:not_authorized", "failed:not_authorized", "retracted"]
+
+
+def test_a_failing_target_iterator_surfaces_in_the_caller(sandbox, gmail):
+    def targets():
+        yield Target(CAROL)
+        raise LookupError("the caller's recipients broke")
+
+    with pytest.raises(LookupError, match="recipients broke"):
+        list(gmail.retract(request_for([CAROL]), targets()))
+
+
+def test_no_targets_no_calls(sandbox, gmail):
+    assert list(gmail.retract(request_for([]), iter(()))) == []
+    assert "google.token" not in routes(sandbox) and "gmail.batch" not in routes(sandbox)

@@ -7,7 +7,6 @@ says was done (nothing outside the targets touched, nothing moved twice).
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from urllib.parse import unquote
 
@@ -19,7 +18,6 @@ from retraction.model import Destination, RetractionRequest
 from retraction.providers.base import ProviderUnavailable, Target
 from retraction.providers.graph import GraphProvider
 from retraction.providers.graph_auth import make_session, scrub
-from retraction.providers.graph_batch import NO_ANSWER, GraphRun
 from retraction.providers.graph_wire import (
     classify, error_of, filter_param, lookup_url, odata_literal, retry_after, user_path)
 
@@ -315,14 +313,14 @@ def test_certificate_credentials(sandbox):
     assert out["alice@corp.example"].status == "retracted"
 
 
-def test_expired_signing_key_refreshes_token_once(sandbox, graph):
+def test_revoked_token_is_refreshed_once(sandbox, graph):
     assert retract(graph, ["alice@corp.example"])["alice@corp.example"].status == "retracted"
-    # Roll the sandbox's signing key and forget the tokens it issued: msal's cached token is
-    # still "valid" for msal, Graph now answers 401 InvalidAuthenticationToken.
-    sandbox.token_secret = os.urandom(32)
-    sandbox.state["entra.tokens"]._claims.clear()
+    # Every token issued so far stops working: msal's cached token is still "valid" for msal,
+    # Graph now answers 401 InvalidAuthenticationToken.
+    sandbox.revoke_tokens("microsoft")
     out = retract(graph, ["bob@corp.example"])["bob@corp.example"]
     assert out.status == "retracted"
+    assert sandbox.counters.snapshot()["statuses"]["graph.batch"]["401"] >= 1  # refused first
     assert sandbox.counters.snapshot()["routes"]["entra.token"] == 2
 
 
@@ -467,25 +465,12 @@ def test_wrong_ca_is_refused(sandbox, tmp_path):
 
 
 def test_lost_move_answer_is_looked_up_not_moved_again(sandbox, graph):
-    """The move ran in Graph but its answer never came back (a read timeout): the run must look
-    the copy up again, find it in junk and report it retracted, not move it a second time.
-    The lossy link wraps the provider's real $batch sender, so the move really happens."""
-    lost = []
-
-    def lossy(items):
-        token, answers = graph._send(items)
-        for index, item in enumerate(items):
-            if item.kind == "act" and not lost:
-                lost.append(item.key)
-                answers[index] = (0, {NO_ANSWER: "ReadTimeout"}, "read timed out")
-        return token, answers
-
-    request = RetractionRequest(message_id=MID, recipients=("alice@corp.example",),
-                                destination=Destination.JUNK)
-    graph.tokens.get()
-    run = GraphRun(request, lossy, graph._pool(), 4, {}, graph.tokens.invalidate, 30, 6, {})
-    (outcome,) = list(run.run([Target("alice@corp.example")]))
-    assert lost
+    """The move ran in Graph but its answer never came back (a gateway timeout): the run must
+    look the copy up again, find it in junk and report it retracted, not move it a second time.
+    The sandbox's lost-reply fault executes every write, then answers its batch item 504."""
+    sandbox.set_faults(graph={"rate_lost_reply": 1.0})
+    outcome = retract(graph, ["alice@corp.example"])["alice@corp.example"]
+    assert sandbox.faults.to_dict()["injected"]["graph"] == {"lost_reply": 1}
     assert (outcome.status, outcome.source_folder, outcome.was_read, outcome.attempts) == (
         "retracted", "inbox", False, 2)
     moves = [e for e in sandbox.audit() if e["mailbox"] == "alice@corp.example"]

@@ -79,6 +79,38 @@ def test_faults_get_set_clear_and_validation(sandbox, control):
     assert cleared["settings"]["throttling"] is False
 
 
+def test_lost_reply_over_the_control_api(sandbox, control):
+    body = control.post("/faults", json={"graph": {"rate_lost_reply": 1.0}}).json()
+    assert body["services"]["graph"]["rate_lost_reply"] == 1.0
+    bad = control.post("/faults", json={"gmail": {"rate_lost_reply": -0.1}})
+    assert bad.status_code == 400 and "gmail.rate_lost_reply" in bad.json()["error"]
+    session = sandbox.requests_session()
+    headers = {"Authorization": "Bearer " + sandbox.graph_token()}
+    [alice] = [c for c in control.get("/copies", params={"message_id": "<abc@evil.example>"})
+               .json()["copies"] if c["mailbox"] == "alice@corp.example"]
+    with pytest.raises(requests.ConnectionError):
+        session.post("%s/users/alice@corp.example/messages/%s/move" % (
+            sandbox.urls["graph_url"], alice["id"]), json={"destinationId": "junkemail"},
+            headers=headers)
+    counters = control.get("/counters").json()
+    assert counters["faults"]["graph"] == {"lost_reply": 1}
+    assert counters["statuses"]["graph.messages.move"] == {"0": 1}  # nothing reached us
+    assert [e["action"] for e in control.get("/audit").json()["entries"]] == ["move"]
+
+
+def test_revoke_tokens_route(sandbox, control):
+    session = sandbox.requests_session()
+    url = sandbox.urls["graph_url"] + "/users/alice@corp.example/mailFolders/inbox"
+    headers = {"Authorization": "Bearer " + sandbox.graph_token()}
+    assert session.get(url, headers=headers).status_code == 200
+    assert control.post("/tokens/revoke", json={"service": "microsoft"}).json() == {
+        "revoked": ["microsoft"]}
+    assert session.get(url, headers=headers).status_code == 401
+    assert control.post("/tokens/revoke").json() == {"revoked": ["microsoft", "google"]}
+    bad = control.post("/tokens/revoke", json={"service": "entra"})
+    assert bad.status_code == 400 and "service must be one of" in bad.json()["error"]
+
+
 def test_verdicts_and_rescan(sandbox, control):
     added = control.post("/verdicts", json={"message_id": "<hello@corp.example>",
                                             "final_disposition": "NONE",

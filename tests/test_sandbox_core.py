@@ -32,11 +32,45 @@ def test_fault_decisions_are_seeded():
     assert 40 < first.count("429") < 80
 
 
+def test_lost_replies_hit_writes_only_and_are_seeded():
+    def run(seed):
+        faults = Faults(seed=seed)
+        faults.set({"graph": {"rate_lost_reply": 0.4}})
+        return [getattr(faults.decide("graph", write=True), "kind", None) for _ in range(100)]
+    first = run(2)
+    assert first == run(2) and first != run(3)
+    assert set(first) == {"lost_reply", None} and 20 < first.count("lost_reply") < 60
+    faults = Faults(seed=2)
+    faults.set({"graph": {"rate_lost_reply": 1.0}})
+    assert [faults.decide("graph") for _ in range(10)] == [None] * 10  # reads
+    assert faults.decide("graph", write=True).kind == "lost_reply"
+    assert faults.to_dict()["injected"]["graph"] == {"lost_reply": 1}
+    # Without lost replies configured, writes and reads draw the same faults as before.
+    plain, writes = Faults(seed=4), Faults(seed=4)
+    for f in (plain, writes):
+        f.set({"gmail": {"rate_429": 0.3, "rate_drop": 0.1}})
+    assert ([getattr(plain.decide("gmail"), "kind", None) for _ in range(50)]
+            == [getattr(writes.decide("gmail", True), "kind", None) for _ in range(50)])
+
+
+def test_a_timed_token_outage_ends_and_an_open_one_does_not():
+    faults = Faults()
+    faults.set({"google_token": {"token_outage": 60}, "login": {"token_outage": 0.05}})
+    assert faults.decide("google_token").kind == "token_outage"  # 60 s: surely still on
+    time.sleep(0.06)  # past the short one: a lower bound only
+    assert faults.decide("login") is None
+    faults.set({"google_token": {"token_outage": True}})
+    assert faults.to_dict()["services"]["google_token"]["token_outage"] is True
+    faults.set({"google_token": {"token_outage": False}})
+    assert faults.decide("google_token") is None
+
+
 @pytest.mark.parametrize("spec, message", [
     ({"graph": {"rate_429": 1.5}}, "within 0..1"),
     ({"nosuch": {"rate_429": 0.1}}, "unknown service"),
     ({"graph": {"token_outage": 5}}, "token_outage applies"),
     ({"graph": {"rate_5xx": 0.1, "status_5xx": 404}}, "5xx status"),
+    ({"graph": {"rate_lost_reply": 2}}, "graph.rate_lost_reply must be within 0..1"),
     ({"settings": {"rtt": 5}}, "unknown sandbox setting"),
 ])
 def test_bad_fault_specs_name_the_field(spec, message):
@@ -200,6 +234,7 @@ def test_fixture_gives_a_fresh_tenant(sandbox, sandbox_load):
 
 
 def test_python_m_sandbox_writes_the_ready_file(tmp_path):
+    # How fast it starts is measured by bench/sandbox_start.py, not asserted here.
     ready = str(tmp_path / "ready.json")
     started = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "sandbox", "--scenario", "basic.yaml",
@@ -208,15 +243,15 @@ def test_python_m_sandbox_writes_the_ready_file(tmp_path):
     try:
         while not os.path.exists(ready):
             assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() - started < 10
+            assert time.monotonic() - started < 120, "no ready file (hang guard, not a bound)"
             time.sleep(0.01)
-        elapsed = time.monotonic() - started
         with open(ready) as handle:
             info = json.load(handle)
         for key in ("graph_url", "login_authority", "authority_host", "ca_file",
                     "google_token_uri", "gmail_url", "gmail_batch_uri", "directory_url",
                     "cloudflare_url", "control_url", "pack_config_file"):
             assert info[key], key
+        assert info["pid"] == proc.pid and info["startup_s"] > 0
         session = requests.Session()
         session.trust_env = False
         assert session.get(info["control_url"] + "/health").json() == {"ok": True}
@@ -226,11 +261,7 @@ def test_python_m_sandbox_writes_the_ready_file(tmp_path):
         assert discovery.status_code == 200
         with open(info["pack_config_file"]) as handle:
             assert yaml.safe_load(handle)["microsoft"]["graph_url"] == info["graph_url"]
-        print("python -m sandbox: ready file after %.3f s (in-process %.3f s)"
-              % (elapsed, info["startup_s"]))
-        assert info["startup_s"] < 1.0  # the sandbox's own start (imports, keys, listeners)
-        assert elapsed < 3.0  # wall time incl. the interpreter; measured ~0.75 s here
     finally:
         proc.terminate()
-        assert proc.wait(10) == 0
+        assert proc.wait(30) == 0
     assert not os.path.exists(ready)

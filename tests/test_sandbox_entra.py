@@ -175,7 +175,9 @@ def test_expired_token_gets_401_lifetime_validation_failed(sandbox):
     session = sandbox.requests_session()
     headers = {"Authorization": "Bearer " + result["access_token"]}
     assert session.get(url, headers=headers).status_code == 200
-    time.sleep(1.2)
+    claims = claims_of(result["access_token"])
+    assert claims["exp"] - claims["iat"] >= 1  # lives at least its expires_in
+    time.sleep(max(0.0, claims["exp"] - time.time()) + 0.05)  # until past `exp`, no less
     response = session.get(url, headers=headers)
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "InvalidAuthenticationToken"
@@ -185,7 +187,8 @@ def test_expired_token_gets_401_lifetime_validation_failed(sandbox):
 
 
 def test_token_outage_answers_503_then_recovers(sandbox):
-    sandbox.set_faults(login={"token_outage": 1.0, "retry_after": 2})
+    # An open-ended outage (no race with a clock); a timed one ends on its own (next test).
+    sandbox.set_faults(login={"token_outage": True, "retry_after": 2})
     with pytest.raises(msal.exceptions.MsalServiceError, match="503"):
         sandbox.msal_app().acquire_token_for_client(scopes=GRAPH_SCOPE)
     raw = sandbox.requests_session().post(token_url(sandbox), data={
@@ -194,9 +197,48 @@ def test_token_outage_answers_503_then_recovers(sandbox):
     assert raw.status_code == 503
     assert raw.json()["error"] == "temporarily_unavailable"
     assert raw.headers["Retry-After"] == "2"
-    time.sleep(1.1)
+    discovery = sandbox.requests_session().get(
+        sandbox.urls["login_authority"] + "/v2.0/.well-known/openid-configuration")
+    assert discovery.status_code == 200  # only the token endpoint is out
+    sandbox.set_faults(login={"token_outage": False})
     assert "access_token" in sandbox.msal_app().acquire_token_for_client(scopes=GRAPH_SCOPE)
     assert sandbox.faults.to_dict()["injected"]["login"] == {"token_outage": 2}
+
+
+def test_a_timed_token_outage_ends_on_its_own(sandbox):
+    sandbox.set_faults(login={"token_outage": 1.0})
+    assert sandbox.faults.to_dict()["services"]["login"]["token_outage"] > 0  # set just now
+    time.sleep(1.05)  # at least the outage: a lower bound, never racing an upper one
+    assert sandbox.faults.to_dict()["services"]["login"]["token_outage"] == 0
+    assert "access_token" in sandbox.msal_app().acquire_token_for_client(scopes=GRAPH_SCOPE)
+    assert sandbox.faults.to_dict()["injected"]["login"] == {}
+
+
+def test_revoked_tokens_get_401_and_a_new_token_works(sandbox):
+    app = sandbox.msal_app()
+    first = app.acquire_token_for_client(scopes=GRAPH_SCOPE)["access_token"]
+    session = sandbox.requests_session()
+    url = sandbox.urls["graph_url"] + "/users/alice@corp.example/mailFolders/inbox"
+    batch_url = sandbox.urls["graph_url"] + "/$batch"
+    item = {"requests": [{"id": "1", "method": "GET",
+                          "url": "/users/alice@corp.example/mailFolders/inbox"}]}
+
+    def call(token):
+        return session.get(url, headers={"Authorization": "Bearer " + token})
+    assert call(first).status_code == 200
+    assert sandbox.revoke_tokens("microsoft") == {"revoked": ["microsoft"]}
+    refused = call(first)
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"] == "InvalidAuthenticationToken"
+    assert "WWW-Authenticate" in refused.headers
+    assert session.post(batch_url, json=item,
+                        headers={"Authorization": "Bearer " + first}).status_code == 401
+    # msal still hands out its cached token; a client must drop it and fetch a new one.
+    assert app.acquire_token_for_client(scopes=GRAPH_SCOPE)["access_token"] == first
+    fresh = sandbox.msal_app().acquire_token_for_client(scopes=GRAPH_SCOPE)["access_token"]
+    assert fresh != first and call(fresh).status_code == 200
+    with pytest.raises(ValueError, match="service must be one of"):
+        sandbox.revoke_tokens("graph")
 
 
 def test_login_429_is_an_error_dict(sandbox):

@@ -315,6 +315,33 @@ def test_missing_bad_and_expired_tokens_are_401(sandbox):
     assert expired.json()["error"]["errors"][0]["reason"] == "authError"
 
 
+def test_revoked_tokens_get_401_and_google_auth_refreshes(sandbox):
+    creds = creds_for(sandbox, CAROL, (MODIFY, MEMBERS))
+    creds.refresh(Request())
+    old = {"Authorization": "Bearer " + creds.token}
+    graph = {"Authorization": "Bearer " + sandbox.graph_token()}
+    session = sandbox.requests_session()
+    mail_url = sandbox.urls["gmail_url"] + "/gmail/v1/users/me/messages"
+    members_url = "%s/admin/directory/v1/groups/team%%40corp-mail.example/members" % (
+        sandbox.urls["directory_url"])
+    inbox_url = sandbox.urls["graph_url"] + "/users/alice@corp.example/mailFolders/inbox"
+    assert session.get(mail_url, headers=old).status_code == 200
+    assert sandbox.revoke_tokens("google") == {"revoked": ["google"]}
+    for url in (mail_url, members_url):
+        refused = session.get(url, headers=old)
+        assert refused.status_code == 401, url
+        assert refused.json()["error"]["errors"][0]["reason"] == "authError"
+    assert session.get(inbox_url, headers=graph).status_code == 200  # Microsoft's untouched
+    authed = AuthorizedSession(creds)  # refreshes once on a 401, as the pack's clients do
+    authed.trust_env = False
+    assert authed.get(mail_url).status_code == 200
+    assert "Bearer " + creds.token != old["Authorization"]
+    assert sandbox.counters.snapshot()["statuses"]["google.token"] == {"200": 2}
+    sandbox.revoke_tokens()  # both providers
+    assert session.get(inbox_url, headers=graph).status_code == 401
+    assert authed.get(mail_url).status_code == 200
+
+
 def test_a_token_without_subject_cannot_read_mail(sandbox):
     creds = service_account.Credentials.from_service_account_info(
         key_info(sandbox), scopes=[MODIFY])  # no subject: a token for the account itself

@@ -4,7 +4,8 @@ import json
 from email.parser import FeedParser
 
 import pytest
-from google.auth.transport.requests import Request
+import requests
+from google.auth.transport.requests import AuthorizedSession, Request
 from google.oauth2 import service_account
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
@@ -101,10 +102,10 @@ class Collector(object):
         self.results[request_id] = (response, exception)
 
 
-def run_batch(sandbox, requests, uri_key="gmail_batch_uri"):
+def run_batch(sandbox, calls, uri_key="gmail_batch_uri"):
     collector = Collector()
     batch = BatchHttpRequest(callback=collector, batch_uri=sandbox.urls[uri_key])
-    for i, request in enumerate(requests):
+    for i, request in enumerate(calls):
         batch.add(request, request_id=str(i))
     batch.execute()
     return collector.results
@@ -179,6 +180,41 @@ def test_a_dropped_part_is_done_but_its_answer_lost(sandbox):
                                                                  id=copy_id(sandbox, CAROL))])
     assert results["0"][1].status_code == 503
     assert folder(sandbox, CAROL) == "trash"
+
+
+def test_a_lost_reply_runs_the_write_part_and_answers_504(sandbox):
+    carol = gmail(sandbox, CAROL)
+    target = copy_id(sandbox, CAROL)
+    sandbox.set_faults(gmail={"rate_lost_reply": 1.0})
+    results = run_batch(sandbox, [
+        carol.users().messages().modify(userId="me", id=target,
+                                        body={"addLabelIds": ["SPAM"],
+                                              "removeLabelIds": ["INBOX"]}),
+        carol.users().messages().get(userId="me", id=target, format="minimal"),
+    ])
+    lost = results["0"][1]
+    assert lost is not None and lost.status_code == 504
+    assert "labelIds" not in lost.content.decode()  # no trace of the result
+    assert folder(sandbox, CAROL) == "junk"  # ... but the write ran
+    assert results["1"][1] is None  # reads keep their answers
+    assert sandbox.faults.to_dict()["injected"]["gmail"] == {"lost_reply": 1}
+    assert sandbox.counters.snapshot()["statuses"]["gmail.messages.modify"] == {"504": 1}
+
+
+def test_a_lost_reply_to_a_single_write_drops_the_connection(sandbox):
+    session = AuthorizedSession(service_account.Credentials.from_service_account_info(
+        sandbox.credentials()["google"][0]["service_account_info"], scopes=[MODIFY],
+        subject=CAROL))
+    session.trust_env = False
+    base = "%s/gmail/v1/users/me/messages/%s" % (sandbox.urls["gmail_url"],
+                                                 copy_id(sandbox, CAROL))
+    assert session.get(base).status_code == 200  # the token first
+    sandbox.set_faults(gmail={"rate_lost_reply": 1.0})
+    with pytest.raises(requests.ConnectionError):
+        session.post(base + "/trash")
+    assert folder(sandbox, CAROL) == "trash"
+    assert session.get(base).status_code == 200  # a read is never lost
+    assert sandbox.faults.to_dict()["injected"]["gmail"] == {"lost_reply": 1}
 
 
 def test_quota_is_charged_per_part(sandbox):

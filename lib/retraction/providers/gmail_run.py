@@ -4,9 +4,9 @@ Per copy: token (per subject, cached) -> `messages.list(q=rfc822msgid:<id>)` -> 
 (format=metadata, Message-ID)` per hit -> act only on hits whose Message-ID header equals the
 requested id exactly -> untrash / modify / trash / delete until the labels say the copy is in
 the destination. Every step of every copy is a part of some batch; a batch mixes mailboxes and
-steps. The run thread owns all state; pool threads only send batches and fetch tokens, and
-report back through one queue. Targets are read in a window, so memory is bounded by what is
-in flight, not by the size of the run.
+steps. The run thread owns all state; pool threads only send batches and fetch tokens, a
+reader thread only pulls targets, and all report back through one queue. Targets are read in
+a window, so memory is bounded by what is in flight, not by the size of the run.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import heapq
 import itertools
 import logging
 import queue
+import threading
 import time
 from collections import deque
 from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
@@ -53,35 +54,62 @@ class Run:
         self.finished: Deque[Outcome] = deque()
         self.fatal: Optional[ProviderUnavailable] = None
         self.window = max(provider.batch_size, provider.concurrency * provider.batch_size)
+        self.slots = threading.Semaphore(self.window)  # copies pulled and not yet yielded
+        self.stopped = threading.Event()
+        self.exhausted = False
         self.started = time.monotonic()
 
     # -- the loop ------------------------------------------------------------------------------
     def outcomes(self, targets: Iterable[Target]) -> Iterator[Outcome]:
-        it, exhausted = iter(targets), False
-        while True:
-            while self.finished:  # before reading more targets: at most `window` in memory
-                yield self.finished.popleft()
-            while not exhausted and self.fatal is None and self.live < self.window:
+        # A reader thread pulls targets (the engine's lane may block) so this thread never
+        # waits on the caller while batches complete; `slots` bounds what is pulled and not
+        # yet yielded to `window` copies.
+        reader = threading.Thread(target=self._read, args=(iter(targets),),
+                                  name="gmail-targets", daemon=True)
+        reader.start()
+        try:
+            while True:
+                while self.finished:
+                    outcome = self.finished.popleft()
+                    self.slots.release()
+                    yield outcome
+                self._release_delayed()
+                self._dispatch()
+                if self.finished:
+                    continue
+                if self.live == 0 and (self.exhausted or self.fatal is not None):
+                    break
+                if (self.inflight or self.token_wait or self.delayed or self.live == 0
+                        or self.probe == "pending"):
+                    self._wait()
+                elif self.parked and (self.exhausted or self.live >= self.window):
+                    self._resolve_parked(final=True)  # no copy left that could prove delegation
+                elif self.parked:  # more targets may bring a proof; wait for them
+                    self._wait()
+                else:  # every live copy waits on a token, a batch, a retry or the probe
+                    raise RuntimeError("gmail run stalled with %d copies live" % self.live)
+        finally:
+            self.stopped.set()
+            self.slots.release()  # wake the reader if it waits for a slot
+        if self.fatal is not None:
+            raise self.fatal
+
+    def _read(self, it: Iterator[Target]) -> None:
+        try:
+            while True:
+                self.slots.acquire()
+                if self.stopped.is_set():
+                    return
                 try:
                     target = next(it)
                 except StopIteration:
-                    exhausted = True
-                    break
-                self._start(target)
-            self._release_delayed()
-            self._dispatch()
-            if self.finished:
-                continue
-            if self.live == 0 and (exhausted or self.fatal is not None):
-                break
-            if self.inflight or self.token_wait or self.delayed or self.probe == "pending":
-                self._wait()
-            elif self.parked:  # nothing can prove delegation any more
-                self._resolve_parked(final=True)
-            else:  # every live copy waits on a token, a batch, a retry or the probe
-                raise RuntimeError("gmail run stalled with %d copies live" % self.live)
-        if self.fatal is not None:
-            raise self.fatal
+                    self.events.put(("end",))
+                    return
+                if self.stopped.is_set():
+                    return
+                self.events.put(("target", target))
+        except BaseException as exc:  # the caller's iterator failed: re-raised by the run
+            self.events.put(("error", exc))
 
     def _wait(self) -> None:
         timeout = None
@@ -100,7 +128,16 @@ class Run:
 
     def _handle(self, event: Tuple[Any, ...]) -> None:
         kind = event[0]
-        if kind == "batch":
+        if kind == "target":
+            if self.fatal is None:
+                self._start(event[1])
+            else:
+                self.slots.release()  # not started: no outcome will free its slot
+        elif kind == "end":
+            self.exhausted = True
+        elif kind == "error":
+            raise event[1]
+        elif kind == "batch":
             self.inflight -= 1
             self._batch_done(event[1], event[2])
         elif kind == "token":
@@ -140,6 +177,7 @@ class Run:
         if not task.done:
             task.done = True
             self.live -= 1
+            self.slots.release()
 
     # -- tokens ----------------------------------------------------------------------------------
     def _need_token(self, call: Call) -> None:

@@ -169,7 +169,8 @@ class VerdictPoll(_Poll):
                 self.seen.load(name, item.value)
                 self._stored.add(name)
             except ValueError as exc:
-                self.log.warning("%s: %s; ignoring it", self.name, exc)
+                self.log.warning("%s: %s (key %s); ignoring it", self.name, exc,
+                                 self.SEEN + name)
         text = self.store.get_value(self.CHECKPOINT, local=True)
         if text is not None:
             try:
@@ -213,8 +214,8 @@ class VerdictPoll(_Poll):
                 self.log.warning("%s; skipped", exc)
                 self.seen.remember(exc.row_id, MALFORMED, now)  # reported once
             return
-        if not verdict.delivered:
-            return
+        if verdict.in_transit:
+            return  # not remembered: once delivered, it is new
         known = self.seen.code(verdict.source_id)
         if verdict.refused_recipients and known is None:
             self.log.warning("Cloudflare row %s (%s): left out recipients that are not mailbox "
@@ -224,6 +225,8 @@ class VerdictPoll(_Poll):
         if event is not None:
             self.dispatch(event)  # if this raises, the row is not remembered: it comes again
             counts[event.trigger] += 1
+        # Undelivered rows are remembered too: mail an administrator releases from
+        # quarantine was released on purpose and is not retracted again for the same verdict.
         self.seen.remember(verdict.source_id, CODE_OF[verdict.disposition],
                            verdict.verdict_time)
         if event is not None:

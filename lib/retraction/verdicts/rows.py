@@ -20,7 +20,8 @@ Delivered: only mail that reached mailboxes has copies to retract. Rows of a sub
 DMARC report (`delivery_mode` *_SUBMISSION, DMARC_*) never do. BCC and JOURNAL deployments
 see a copy of mail the mail system delivers anyway, so their rows count as delivered whatever
 Cloudflare's own `delivery_status` says; for the others (DIRECT, API, RETRO_SCAN, unknown) a
-row is delivered when `delivery_status` is empty or says `delivered` or `moved`.
+row is delivered when `delivery_status` is empty or says `delivered` or `moved`, and still
+in transit when it says only `queued` / `deferred`.
 """
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ NOT_DELIVERIES = frozenset(["REVIEW_SUBMISSION", "THREAT_INTEL_SUBMISSION",
                             "DMARC_AGGREGATE_REPORT"])
 COPY_MODES = frozenset(["BCC", "JOURNAL"])
 DELIVERED_STATUSES = frozenset(["delivered", "moved"])
+TRANSIT_STATUSES = frozenset(["queued", "deferred"])
 MAX_TEXT = 998  # a header line; longer subjects are cut, not refused
 
 
@@ -136,6 +138,13 @@ def is_delivered(delivery_mode: Optional[str], statuses: Any) -> bool:
     return any(isinstance(s, str) and s.lower() in DELIVERED_STATUSES for s in statuses)
 
 
+def is_in_transit(delivered: bool, statuses: Any) -> bool:
+    """Not delivered yet, but no final decision either (it may still be delivered)."""
+    if delivered or not isinstance(statuses, (list, tuple)) or not statuses:
+        return False
+    return all(isinstance(s, str) and s.lower() in TRANSIT_STATUSES for s in statuses)
+
+
 @dataclass(frozen=True)
 class VerdictRow:
     """One `investigate` row: a message, who received it, and what Cloudflare thinks of it."""
@@ -152,6 +161,7 @@ class VerdictRow:
     delivery_mode: Optional[str] = None
     postfix_id: Optional[str] = None
     refused_recipients: Tuple[str, ...] = ()
+    in_transit: bool = False
 
     def payload(self) -> dict:
         """The `email_retraction.verdict` payload."""
@@ -204,13 +214,14 @@ def verdict_row(raw: Any) -> VerdictRow:
     mode = _text(raw, "delivery_mode")
     sender = _text(raw, "from") or _text(raw, "envelope_from")
     postfix = raw.get("postfix_id")
+    delivered = is_delivered(mode, raw.get("delivery_status"))
     return VerdictRow(
         source_id=row_id, message_id=mid, recipients=recipients, disposition=disposition,
-        source_disposition=word, verdict_time=scanned,
-        delivered=is_delivered(mode, raw.get("delivery_status")), sender=sender,
+        source_disposition=word, verdict_time=scanned, delivered=delivered, sender=sender,
         subject=_text(raw, "subject"), delivery_mode=mode,
         postfix_id=postfix if isinstance(postfix, str) and postfix else None,
-        refused_recipients=refused)
+        refused_recipients=refused,
+        in_transit=is_in_transit(delivered, raw.get("delivery_status")))
 
 
 @dataclass(frozen=True)
