@@ -11,6 +11,7 @@ from retraction.config import ConfigError
 from retraction.ledger import Ledger
 from retraction.validation import InvalidRequest
 from retraction_action import Progress
+from split_recipients import SplitRecipientsAction
 from st2tests.base import BaseActionTestCase
 
 pytest_plugins = ["sandbox.pytest_plugin"]
@@ -77,6 +78,7 @@ class RetractActionTest(BaseActionTestCase):
         assert counts["total"] == 9 and counts["attempted"] == 8
         assert counts["by_status"] == {"already_in_destination": 1, "failed": 4, "retracted": 4}
         assert result["ledger"] == {"recorded": True, "error": None}
+        assert result["ok"] is True and result["chunk"] is False
         with Ledger(self.ledger_url) as ledger:
             stored = {o.recipient: o for o in ledger.outcomes_for_run(result["run_id"])}
             assert set(stored) == set(got)
@@ -200,6 +202,25 @@ class RetractActionTest(BaseActionTestCase):
         assert again["skip_already_retracted"] is True
         assert again["counts"]["skipped"] == moved
         assert again["counts"]["by_status"].get("retracted", 0) == 0
+        # Every copy asked for has an outcome in the rerun too: the skipped ones say which
+        # run put them there, and no provider was asked about them.
+        rerun = {o["recipient"].lower(): o for o in again["outcomes"]}
+        assert set(rerun) == set(got)
+        skipped = [o for o in rerun.values() if o["attempts"] == 0
+                   and o["status"] == "already_in_destination"]
+        assert len(skipped) == moved
+        for outcome in skipped:
+            assert outcome["error_message"].split(";")[0] in (
+                "retracted earlier by run %s" % result["run_id"],
+                "found in junk earlier by run %s" % result["run_id"])
+        with Ledger(self.ledger_url) as ledger:  # the window counts each copy once
+            window = ledger.metric_record().to_dict()
+            first = ledger.run(result["run_id"])["metric_record"]
+            assert (window["total"], window["retracted"]) == \
+                (first["total"], first["retracted"])
+            rerun_record = ledger.run(again["run_id"])["metric_record"]
+            assert rerun_record["total"] == len(rerun)
+            assert rerun_record["already_in_destination"] == moved
         # A manual rerun looks again and finds everything already there.
         ok, manual = self.run_action(config, message_id="<wave@evil.example>",
                                      recipients=truth.recipients, destination="junk")
@@ -227,3 +248,96 @@ def test_progress_lines():
     quiet = Progress(logger, "run2", total=10, every_s=3600)
     quiet.update(5)
     assert quiet.lines == 0 and len(records) == 2
+
+
+class RetractLedgerAndChunkTest(BaseActionTestCase):
+    """The ledger is a precondition, and `run_id` makes an execution one chunk of a run."""
+
+    action_cls = RetractAction
+
+    @pytest.fixture(autouse=True)
+    def _tenant(self, sandbox, tmp_path):
+        self.box = sandbox
+        self.tmp = tmp_path
+        self.ledger_url = "sqlite:///%s" % (tmp_path / "ledger.db")
+        self.config = dict(sandbox.pack_config(), ledger_url=self.ledger_url)
+
+    def run_action(self, config=None, **params):
+        return self.get_action_instance(config or self.config).run(**params)
+
+    def test_a_ledger_that_cannot_be_opened_stops_the_action_before_any_provider_call(self):
+        (self.tmp / "not-a-dir").write_text("a file where the ledger's directory should be")
+        unusable = [
+            "sqlite:///%s" % (self.tmp / "not-a-dir" / "sub" / "ledger.db"),
+            "postgresql+psycopg://retraction:s3cret-pw@127.0.0.1:1/ledger?connect_timeout=2",
+        ]
+        before = self.box.counters.snapshot()
+        for url in unusable:
+            config = dict(self.config, ledger_url=url)
+            with pytest.raises(ConfigError) as caught:
+                self.run_action(config, message_id=MID, recipients=["alice@corp.example",
+                                                                    "carol@corp-mail.example"])
+            assert caught.value.key == "ledger_url"
+            assert str(caught.value).startswith("config ledger_url: cannot open the ledger at ")
+            assert "s3cret-pw" not in str(caught.value)
+        assert "retraction:***@127.0.0.1:1/ledger" in str(caught.value)
+        assert self.box.counters.snapshot() == before  # not even a token was asked for
+        assert folders(self.box, "alice@corp.example") == ["inbox"]
+        assert folders(self.box, "carol@corp-mail.example") == ["inbox"]
+
+    def test_an_empty_ledger_url_means_no_ledger(self):
+        ok, result = self.run_action(dict(self.config, ledger_url=""), message_id=MID,
+                                     recipients=["alice@corp.example"])
+        assert ok and result["ledger"] == {"recorded": False, "error": None}
+        assert folders(self.box, "alice@corp.example") == ["junk"]
+
+    def test_a_bad_run_id_is_refused_before_any_provider_call(self):
+        before = self.box.counters.snapshot()
+        for value in ("abc", "g" * 32, "1" * 31, "../" + "a" * 32, 42):
+            with pytest.raises(InvalidRequest) as caught:
+                self.run_action(message_id=MID, recipients=["alice@corp.example"],
+                                run_id=value)
+            assert caught.value.field == "run_id"
+        assert self.box.counters.snapshot() == before
+
+    def test_chunks_record_under_the_run_and_leave_it_open(self):
+        ok, plan = SplitRecipientsAction(config=self.config).run(
+            message_id=MID, recipients=["alice@corp.example", "bob@corp.example",
+                                        "carol@corp-mail.example"], destination="trash",
+            chunk_size=2, comment="INC-7")
+        assert plan["chunks"] == [["alice@corp.example", "bob@corp.example"],
+                                  ["carol@corp-mail.example"]]
+        run_id = plan["run_id"]
+        results = []
+        for chunk in plan["chunks"]:
+            ok, result = self.run_action(message_id=MID, recipients=chunk,
+                                         destination="trash", comment="INC-7",
+                                         run_id=run_id.upper())  # ids are case-blind
+            assert ok and result["run_id"] == run_id and result["chunk"] is True
+            results.append(result)
+        assert [r["counts"]["total"] for r in results] == [2, 1]
+        with Ledger(self.ledger_url) as ledger:
+            run = ledger.run(run_id)
+            assert run["state"] == "running"  # aggregate_run finishes it
+            stored = ledger.outcomes_for_run(run_id)
+            assert sorted(o.recipient for o in stored) == [
+                "alice@corp.example", "bob@corp.example", "carol@corp-mail.example"]
+            assert {o.requested_at.isoformat() for o in stored} == {run["requested_at"]}
+            assert {o.comment for o in stored} == {"INC-7"}
+        assert folders(self.box, "carol@corp-mail.example") == ["trash"]
+
+    def test_a_chunk_must_match_its_run(self):
+        ok, plan = SplitRecipientsAction(config=self.config).run(
+            message_id=MID, recipients=["alice@corp.example"], destination="trash")
+        before = self.box.counters.snapshot()
+        for params, word in (({"destination": "junk"}, "destination"),
+                             ({"message_id": "<other@evil.example>"}, "message_id"),
+                             ({"mode": "auto", "disposition": "MALICIOUS"}, "mode")):
+            call = dict({"message_id": MID, "recipients": ["alice@corp.example"],
+                         "destination": "trash", "run_id": plan["run_id"]}, **params)
+            with pytest.raises(InvalidRequest) as caught:
+                self.run_action(**call)
+            assert caught.value.field == "run_id"
+            assert "run is for %s=" % word in str(caught.value)
+        assert self.box.counters.snapshot() == before
+        assert folders(self.box, "alice@corp.example") == ["inbox"]

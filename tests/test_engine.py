@@ -14,7 +14,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 import pytest
 
 from retraction.config import load_settings
-from retraction.engine import OUT_QUEUE_SIZE, SKIP_LOOKUP_CHUNK, Engine, RunCounts
+from retraction.engine import (OUT_QUEUE_SIZE, SKIP_LOOKUP_CHUNK, Engine, LedgerUnavailable,
+                               RunCounts)
 from retraction.model import (
     Destination, Disposition, Mode, Outcome, Reason, RetractionRequest, Status, Trigger)
 from retraction.policy import Policy
@@ -112,15 +113,17 @@ class MemoryProvider(MailProvider):
 
 
 class RecordingLedger:
-    """The ledger interface the engine calls, recording every call."""
+    """The ledger interface the engine calls, recording every call. (The skip list reads the
+    real ledger's tables: tests of skipping use `retraction.ledger.Ledger`.)"""
 
-    def __init__(self, retracted=(), fail=False):
+    def __init__(self, fail=False, fail_start=None):
         self.started, self.finished, self.batches = [], [], []
-        self.retracted = {a.lower() for a in retracted}
-        self.lookups = []
         self.fail = fail
+        self.fail_start = fail_start
 
     def record_run_started(self, request):
+        if self.fail_start is not None:
+            raise self.fail_start
         self.started.append(request.run_id)
 
     def record_outcomes(self, outcomes):
@@ -130,10 +133,6 @@ class RecordingLedger:
 
     def record_run_finished(self, run_id, state="finished"):
         self.finished.append((run_id, state))
-
-    def retracted_recipients(self, message_id, destination, recipients):
-        self.lookups.append((message_id, destination, list(recipients)))
-        return {r for r in recipients if r.lower() in self.retracted}
 
 
 CONFIG = {
@@ -499,23 +498,38 @@ def test_ledger_hook_records_everything_once_in_batches():
     assert len(ledger.batches) >= 3 and max(len(b) for b in ledger.batches) <= 200
     assert ledger.started == [run.run_id]
     assert ledger.finished == [(run.run_id, "finished")]
-    assert ledger.lookups == []  # skip off: the ledger is not asked
+    # skip off: the skip list is never read (this ledger has no tables: a read would fail)
+    assert run.counts.ledger_errors == 0
 
 
-def test_ledger_skip_already_retracted():
-    ms = MemoryProvider("microsoft", {"a@corp.example": mailbox(), "b@corp.example": mailbox()},
+def test_ledger_skip_answers_every_copy_from_the_ledger(tmp_path):
+    from retraction.ledger import Ledger
+
+    ms = MemoryProvider("microsoft", {"a@corp.example": mailbox(), "b@corp.example": mailbox(),
+                                      "c@corp.example": mailbox("junk")},
                         groups={"g@corp.example": ["c@corp.example", "a@corp.example"]})
-    ms.mailboxes["c@corp.example"] = mailbox()
-    ledger = RecordingLedger(retracted=["A@corp.example", "c@corp.example"])
-    run = engine_with({"microsoft": ms}, ledger=ledger).run(
-        request_for(["a@corp.example", "b@corp.example", "g@corp.example"]),
-        skip_already_retracted=True)
-    got = by_recipient(run)
-    assert set(got) == {"b@corp.example", "g@corp.example"}
-    assert run.counts.skipped == 2  # a directly, c through the group
-    assert "a@corp.example" not in ms.asked and "c@corp.example" not in ms.asked
-    assert ledger.lookups[0] == (MSGID, "junk", ["a@corp.example", "b@corp.example",
-                                                 "g@corp.example"])
+    with Ledger("sqlite:///%s" % (tmp_path / "ledger.db")) as ledger:
+        engine = engine_with({"microsoft": ms}, ledger=ledger)
+        first = engine.run(request_for(["A@corp.example", "c@corp.example"]))
+        assert sorted(o.status for o in first) == ["already_in_destination", "retracted"]
+        ms.asked.clear()
+        run = engine.run(request_for(["a@corp.example", "b@corp.example", "g@corp.example"]),
+                         skip_already_retracted=True)
+        got = by_recipient(run)
+        # every copy asked for has its outcome: a directly, c through the group
+        assert set(got) == {"a@corp.example", "b@corp.example", "g@corp.example",
+                            "c@corp.example"}
+        assert run.counts.skipped == 2 and run.counts.total == 4
+        assert ms.asked == ["b@corp.example", "g@corp.example"]
+        for address, why in (("a@corp.example", "retracted earlier by run %s"),
+                             ("c@corp.example", "found in junk earlier by run %s")):
+            outcome = got[address]
+            assert (outcome.status, outcome.attempts, outcome.provider) == \
+                ("already_in_destination", 0, "microsoft")
+            assert outcome.error_code == "skipped_already_retracted"
+            assert outcome.error_message.startswith(why % first.run_id + "; ")
+        assert got["c@corp.example"].via_group == "g@corp.example"
+        assert got["a@corp.example"].via_group is None
 
 
 def test_ledger_failure_does_not_stop_the_run():
@@ -560,11 +574,50 @@ def test_with_the_real_ledger(tmp_path):
         # The same request again, skipping what the ledger shows in junk: nothing to do.
         again = engine.run(request_for(["A@corp.example", "b@corp.example",
                                         "x@elsewhere.example"]), skip_already_retracted=True)
-        assert [o.recipient for o in again] == ["x@elsewhere.example"]
-        assert again.counts.skipped == 2
+        got = by_recipient(again)
+        assert {r: (o.status, o.reason, o.attempts) for r, o in got.items()} == {
+            "A@corp.example": ("already_in_destination", None, 0),
+            "b@corp.example": ("already_in_destination", None, 0),
+            "x@elsewhere.example": ("failed", "out_of_scope", 0)}
+        assert again.counts.skipped == 2 and again.counts.attempted == 0
         assert ms.asked == ["a@corp.example", "b@corp.example"]
+        # The rerun's own record shows every copy it was asked for; the window counts each
+        # copy once (the first run's rows), whatever the reruns said.
+        record = ledger.run(again.run_id)["metric_record"]
+        assert (record["total"], record["already_in_destination"], record["failed"]) == (3, 2, 1)
+        window = ledger.metric_record().to_dict()
+        assert (window["total"], window["retracted"], window["already_in_destination"],
+                window["failed"]) == (3, 1, 1, 1)
+        counted = {(row["run_id"], row["recipient"]) for row in ledger.details()[0]
+                   if row["counted"]}
+        assert counted == {(first.run_id, "a@corp.example"), (first.run_id, "b@corp.example"),
+                           (first.run_id, "x@elsewhere.example")}
     finally:
         ledger.close()
+
+
+def test_a_ledger_that_cannot_record_the_start_stops_the_run_before_any_provider():
+    ms = MemoryProvider("microsoft", {"a@corp.example": mailbox()})
+    ledger = RecordingLedger(fail_start=ConnectionError(
+        "could not connect to postgresql://ledger:s3cret@db.example/ledger"))
+    with pytest.raises(LedgerUnavailable) as caught:
+        engine_with({"microsoft": ms}, ledger=ledger).run(request_for(["a@corp.example"]))
+    assert caught.value.key == "ledger_url"
+    assert "s3cret" not in str(caught.value) and "ledger:***@db.example" in str(caught.value)
+    assert ms.asked == [] and ledger.batches == []
+    assert not [t for t in threading.enumerate() if t.name.startswith("retraction-")]
+
+
+def test_a_chunk_records_its_outcomes_and_leaves_the_run_open():
+    ms = MemoryProvider("microsoft", {"a@corp.example": mailbox(), "b@corp.example": mailbox()})
+    ledger = RecordingLedger()
+    run = engine_with({"microsoft": ms}, ledger=ledger).run(
+        request_for(["a@corp.example", "b@corp.example"]), finish=False)
+    assert sorted(o.status for o in run) == ["retracted", "retracted"]
+    assert ledger.started == [run.run_id]
+    assert sorted(o.recipient for batch in ledger.batches for o in batch) == \
+        ["a@corp.example", "b@corp.example"]
+    assert ledger.finished == []  # aggregate_run finishes it
 
 
 def test_provider_dying_around_a_group_still_answers_every_copy_once():

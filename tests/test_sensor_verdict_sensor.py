@@ -2,6 +2,7 @@
 sensor test base class: new verdicts, post-delivery changes, paging, restarts, malformed rows,
 outages, disposition filtering. Every dispatched payload is checked against the trigger's
 payload_schema (StackStorm drops a payload that does not match, with only a warning)."""
+import json
 import os
 from datetime import timedelta
 
@@ -117,7 +118,6 @@ class VerdictSensorTest(BaseSensorTestCase):
         self.assertIn("verdicts.checkpoint", keys)
         buckets = [k for k in keys if k.startswith("verdicts.seen.")]
         self.assertTrue(buckets)
-        import json
         rows = {}
         for name in buckets:
             rows.update(json.loads(keys[name])["rows"])
@@ -152,10 +152,14 @@ class VerdictSensorTest(BaseSensorTestCase):
         with self.tenant.lock:
             self.tenant.verdicts[quiet["id"]].final_disposition = "MALICIOUS"
         late = self.add_row("<late@evil.example>", "MALICIOUS", scanned_at="-2h")
+        seen_at = utc_now()
         sensor.poll()
         changed = self.dispatched("verdict_changed")
         self.assertEqual([(p["source_id"], p["previous_disposition"]) for p in changed],
                          [(quiet["id"], "SUSPICIOUS")])
+        # the scan time (3 h ago) does not date the change; the poll that saw it does
+        self.assertGreaterEqual(changed[0]["verdict_time"],
+                                seen_at.strftime("%Y-%m-%dT%H:%M:%S"))
         self.assertIn(late["id"], [p["source_id"] for p in self.dispatched("verdict")])
         sensor.poll()
         self.assertEqual(len(self.dispatched()), 5)
@@ -277,10 +281,36 @@ class VerdictSensorTest(BaseSensorTestCase):
             sensor.poll()
         del self.sensor_service.dispatch  # the next process dispatches normally
         self.assertEqual(len(self.dispatched()), 12)
+        # the page never finished: the twelve dispatches are in the journal, not the buckets
+        journal = json.loads(self.sensor_service.get_value("verdicts.dispatched"))["rows"]
+        self.assertEqual(sorted(journal), sorted(p["source_id"] for p in self.dispatched()))
         self.start().poll()
+        journal = json.loads(self.sensor_service.get_value("verdicts.dispatched"))["rows"]
+        self.assertEqual(journal, {})  # folded into the hour buckets
         ids = [p["source_id"] for p in self.dispatched()]
         self.assertEqual(len(ids), 32)
         self.assertEqual(len(set(ids)), 32)
+
+    def test_a_failed_dispatch_is_retried_not_lost(self):
+        sensor = self.start()
+        deliver = self.sensor_service.dispatch
+        failures = []
+
+        def flaky(trigger, payload=None, trace_tag=None):
+            if not failures:
+                failures.append(payload["source_id"])
+                raise RuntimeError("message bus unavailable")
+            return deliver(trigger=trigger, payload=payload, trace_tag=trace_tag)
+
+        self.sensor_service.dispatch = flaky
+        sensor.poll()  # the first dispatch fails: the poll stops, logged, backs off one poll
+        self.assertEqual(self.dispatched(), [])
+        self.assertIn("RuntimeError: message bus unavailable", self.logged("exception"))
+        sensor.poll()  # skipped
+        sensor.poll()
+        ids = [p["source_id"] for p in self.dispatched()]
+        self.assertEqual(len(ids), 2)
+        self.assertIn(failures[0], ids)
 
     def test_restart_after_an_outage_in_the_middle_of_paging(self):
         now = utc_now()

@@ -15,7 +15,7 @@ from retraction.verdicts.poll import Backoff, SubmissionPoll, VerdictPoll, verdi
 from retraction.verdicts.rows import (MalformedRow, is_delivered, submission_row, verdict_row,
                                       wanted)
 from retraction.verdicts.watch import (HandledSet, SeenSet, bucket_name, checkpoint_value,
-                                       decide, read_checkpoint)
+                                       decide, journal_value, read_checkpoint, read_journal)
 from sandbox.tenant import utc_now
 
 pytest_plugins = ["sandbox.pytest_plugin"]
@@ -289,6 +289,11 @@ def test_decide():
     assert changed.trigger == "verdict_changed"
     assert changed.payload["previous_disposition"] == "NONE"
     assert changed.trace_tag == "cloudflare:R1:MALICIOUS"
+    seen = datetime(2024, 5, 2, 8, tzinfo=UTC)
+    assert decide(verdict, "S", ["MALICIOUS"], changed_at=seen).payload["verdict_time"] == \
+        "2024-05-02T08:00:00.000Z"
+    assert decide(verdict, None, ["MALICIOUS"], changed_at=seen).payload["verdict_time"] == \
+        "2024-05-01T12:00:00.000Z"  # a new verdict keeps its scan time
     assert decide(verdict, None, ["SPAM"]) is None
     assert decide(verdict, "N", ["SPAM"]) is None
     held = verdict_row(raw_row(delivery_status=["quarantined"]))
@@ -320,6 +325,15 @@ def test_seen_set_buckets_roundtrip_and_prune():
             SeenSet().load(name, text)
     assert bucket_name(datetime(2024, 5, 1, 23, 59, tzinfo=timezone(timedelta(hours=2)))) \
         == "2024050121"
+
+
+def test_journal_encoding():
+    entries = {"R1": ["M", "2024050110"], "R2": ["!", "2024050111"]}
+    assert read_journal(journal_value(entries), "k") == entries
+    assert read_journal('{"v": 1, "rows": {"R3": ["Q", "2024050110"]}}', "k") == {}
+    for text in ('{"v": 1}', '{"v": 1, "rows": {"R": ["M", "noon"]}}'):
+        with pytest.raises(ValueError):
+            read_journal(text, "k")
 
 
 def test_handled_set_and_checkpoint_encoding():
@@ -378,7 +392,8 @@ def test_seen_set_stays_within_the_window(sandbox):
     assert any(k.startswith("verdicts.seen.") for k in store.items)
     clock[0] += timedelta(hours=30)
     assert poll.poll() == {}
-    assert sorted(store.items) == ["verdicts.checkpoint"]
+    assert sorted(store.items) == ["verdicts.checkpoint", "verdicts.dispatched"]
+    assert json.loads(store.items["verdicts.dispatched"])["rows"] == {}
     assert len(poll.seen) == 0
     assert read_checkpoint(store.items["verdicts.checkpoint"], "k") <= clock[0]
 
@@ -393,7 +408,8 @@ def test_corrupt_state_is_reported_and_replaced(sandbox):
     warnings = [c[1][0] % c[1][1:] for c in log.warning.mock_calls]
     assert any("verdicts.checkpoint is not JSON" in w and "lookback window" in w
                for w in warnings)
-    assert any("key verdicts.seen.2024050110" in w and "ignoring it" in w for w in warnings)
+    assert any("key verdicts.seen.2024050110" in w and "deleting it" in w for w in warnings)
+    assert "verdicts.seen.2024050110" not in store.items
     assert len(events) == 2
     assert json.loads(store.items["verdicts.checkpoint"])["v"] == 1
 

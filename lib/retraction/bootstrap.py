@@ -5,6 +5,10 @@ take what they need from the `App`. Every StackStorm action runs in a fresh proc
 nothing heavy is imported up front: a provider module (and its SDK: msal, google-auth,
 googleapiclient) is imported the first time a copy of that provider is in a run, and the
 ledger (SQLAlchemy, alembic) when the app first needs it.
+
+A ledger that is configured (`ledger_url`) but cannot be opened is an error, raised before
+any provider is built: nothing is retracted without a record. An empty `ledger_url` means no
+ledger at all (tests, dry setups).
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import threading
 from typing import Any, Dict, Iterator, Mapping, Optional
 
 from retraction.config import ConfigError, Settings, load_settings, mask_url
-from retraction.engine import Engine
+from retraction.engine import Engine, LedgerUnavailable
 from retraction.model import Provider, Reason
 from retraction.policy import Policy
 from retraction.providers.base import MailProvider, ProviderUnavailable
@@ -92,29 +96,42 @@ class App:
         self.policy = Policy(settings)
         self.providers = providers
         self._ledger = ledger
-        self.ledger_error: Optional[str] = None
+        self._ledger_failure: Optional[LedgerUnavailable] = None
         self._lock = threading.Lock()
 
     @property
     def ledger(self) -> Any:
         """The ledger at `ledger_url` (opened, and created or upgraded, on first use), or None
-        when `ledger_url` is empty or the ledger cannot be opened. Not opening is not fatal:
-        mail still gets retracted; `ledger_error` says why nothing was recorded."""
+        when `ledger_url` is empty. Raises LedgerUnavailable (naming `ledger_url`, password
+        masked) when it is set but cannot be opened, every time it is asked for."""
         with self._lock:
+            if self._ledger_failure is not None:
+                raise self._ledger_failure
             if self._ledger is _NOT_GIVEN:
-                self._ledger = None
                 url = self.settings.ledger_url
-                if url:
-                    try:
-                        from retraction.ledger import Ledger
+                if not url:
+                    self._ledger = None
+                    return None
+                try:
+                    from retraction.ledger import Ledger
 
-                        self._ledger = Ledger(url)
-                    except Exception as exc:
-                        text = str(exc).replace(url, mask_url(url))
-                        self.ledger_error = "cannot open the ledger at %s: %s: %s" % (
-                            mask_url(url), type(exc).__name__, text[:300])
-                        log.error(self.ledger_error)
+                    self._ledger = Ledger(url)
+                except Exception as exc:
+                    text = str(exc).replace(url, mask_url(url))
+                    self._ledger_failure = LedgerUnavailable(
+                        "cannot open the ledger at %s: %s: %s" % (
+                            mask_url(url), type(exc).__name__, text[:300]))
+                    log.error("%s", self._ledger_failure)
+                    raise self._ledger_failure from None
             return self._ledger
+
+    def require_ledger(self, why: str) -> Any:
+        """The ledger, for work that means nothing without one; LedgerUnavailable if
+        `ledger_url` is empty."""
+        ledger = self.ledger
+        if ledger is None:
+            raise LedgerUnavailable("is empty, but %s" % why)
+        return ledger
 
     def engine(self) -> Engine:
         return Engine(self.providers, self.policy, ledger=self.ledger,

@@ -31,7 +31,7 @@ DEFAULT_DISPOSITIONS = {
     Disposition.BULK: None,
     Disposition.NONE: None,
 }
-DEFAULT_LEDGER_URL = "sqlite:////opt/stackstorm/packs/email_retraction/ledger/email_retraction.db"
+DEFAULT_LEDGER_URL = "sqlite:////opt/stackstorm/configs/email_retraction.ledger.db"
 _THUMBPRINT_RE = re.compile(r"[0-9A-Fa-f]{40}")
 _DISPOSITION_WORD_RE = re.compile(r"[A-Z][A-Z0-9_-]*")
 _URL_PASSWORD_RE = re.compile(r"(//[^/:@]*:)[^@/]*@")

@@ -8,8 +8,10 @@ Shape of a run (threads, all daemon so a cancelled run never keeps the process a
 
 - The feeder walks the recipients lazily, drops repeats (a seen-set is the only per-copy state
   the run keeps), refuses protected mailboxes and unconfigured domains with `out_of_scope`
-  outcomes, skips copies the ledger already shows in the destination when asked, and puts
-  the rest on its provider's lane. A full lane blocks the feeder: memory stays bounded.
+  outcomes, answers copies the ledger already shows in the destination (when asked to skip
+  them) with an `already_in_destination` outcome of 0 attempts that names the earlier run,
+  and puts the rest on its provider's lane. A full lane blocks the feeder: memory stays
+  bounded. Every copy asked for gets exactly one outcome in every run.
 - Each provider gets one worker thread that hands the lane to `MailProvider.retract`; the
   provider batches and parallelises internally. Providers run concurrently with each other.
 - The caller's thread yields outcomes, batches them to the ledger, and expands groups: a
@@ -19,6 +21,13 @@ Shape of a run (threads, all daemon so a cancelled run never keeps the process a
   pipeline cannot deadlock.
 - `ProviderUnavailable` (or any crash) in a provider fails every copy of that provider still
   in flight, queued or yet to come, with `attempts=0`, and the rest of the run goes on.
+
+The ledger: the run is recorded as started before any thread starts or any provider is asked,
+and a ledger that cannot record it stops the run there (`LedgerUnavailable`): nothing is
+retracted without a record. A write failing later in the run is logged and counted instead,
+since by then mail is moving and the rest of the run matters more than the bookkeeping.
+A run may be one chunk of a larger run (`finish=False`): it records its outcomes under the
+shared run id and leaves finishing the run to whoever aggregates the chunks.
 """
 from __future__ import annotations
 
@@ -30,6 +39,8 @@ import time
 from typing import (
     Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Set, Tuple)
 
+from retraction.campaign import Earlier, placed_by
+from retraction.config import ConfigError, mask_url
 from retraction.model import Outcome, Reason, RetractionRequest, Status, utc_now
 from retraction.policy import Policy, Route
 from retraction.providers.base import MailProvider, ProviderUnavailable, Target
@@ -42,6 +53,15 @@ LEDGER_INTERVAL_S = 0.5  # ... or at least this often while outcomes arrive
 SKIP_LOOKUP_CHUNK = 500  # recipients per ledger "already retracted" query
 OUT_QUEUE_SIZE = 1000
 CANCEL_POLL_S = 0.2
+SKIPPED_CODE = "skipped_already_retracted"  # error_code of an outcome the ledger answered
+
+
+class LedgerUnavailable(ConfigError):
+    """The ledger at `ledger_url` cannot be opened, or cannot record that a run started.
+    Raised before any provider call; the message never shows a database password."""
+
+    def __init__(self, problem: str):
+        super().__init__("ledger_url", mask_url(problem))
 
 
 class RunCounts:
@@ -50,7 +70,7 @@ class RunCounts:
     def __init__(self) -> None:
         self.total = 0  # outcomes yielded
         self.attempted = 0  # outcomes for which a provider was actually asked
-        self.skipped = 0  # copies the ledger already showed in the destination
+        self.skipped = 0  # of total: copies answered from the ledger (already there)
         self.by_status: Dict[str, int] = collections.Counter()
         self.by_reason: Dict[str, int] = collections.Counter()
         self.by_provider: Dict[str, int] = collections.Counter()
@@ -91,11 +111,12 @@ class LedgerHook:
 
     Ledger API used (`retraction.ledger.Ledger`): `record_run_started(request)`,
     `record_outcomes(outcomes)`, `record_run_finished(run_id, state)` with state `finished`
-    or `failed` (the ledger computes the metric record from the outcomes), and
-    `retracted_recipients(message_id, destination, recipients) -> set of addresses`.
-    Calls are serialised (the feeder and the caller's thread both use it). A ledger failure
-    is logged and counted, never fatal: taking the mail back out matters more than the
-    bookkeeping, and the action reports the error."""
+    or `failed` (the ledger computes the metric record from the outcomes), and for the skip
+    list `retraction.campaign.placed_by(ledger, ...)` (which run put a copy where it is).
+    Calls are serialised (the feeder and the caller's thread both use it). Recording the
+    start is a precondition (`LedgerUnavailable`); any later failure is logged and counted,
+    never fatal: taking the mail back out matters more than the bookkeeping, and the action
+    reports the error."""
 
     def __init__(self, ledger: Any, counts: RunCounts, batch: int = LEDGER_BATCH,
                  interval_s: float = LEDGER_INTERVAL_S):
@@ -119,15 +140,24 @@ class LedgerHook:
                 return None
 
     def started(self, request: RetractionRequest) -> None:
-        if self._ledger is not None:
-            self._call("record_run_started", self._ledger.record_run_started, request)
+        """Record the run as started, or raise LedgerUnavailable: no provider is asked yet."""
+        if self._ledger is None:
+            return
+        with self._lock:
+            try:
+                self._ledger.record_run_started(request)
+            except Exception as exc:
+                raise LedgerUnavailable("cannot record run %s as started: %s: %s" % (
+                    request.run_id, type(exc).__name__, str(exc)[:300])) from None
 
-    def already_retracted(self, request: RetractionRequest, recipients: List[str]) -> Set[str]:
+    def already_retracted(self, request: RetractionRequest, recipients: List[str]
+                          ) -> Dict[str, Earlier]:
+        """address key -> the earlier run that put the copy in this destination."""
         if self._ledger is None or not recipients:
-            return set()
-        found = self._call("retracted_recipients", self._ledger.retracted_recipients,
-                           request.message_id, request.destination.value, recipients)
-        return {address_key(a) for a in (found or ())}
+            return {}
+        found = self._call("placed_by", placed_by, self._ledger, request.message_id,
+                           request.destination.value, recipients)
+        return {address_key(a): earlier for a, earlier in (found or {}).items()}
 
     def add(self, outcome: Outcome) -> None:
         if self._ledger is None:
@@ -147,9 +177,10 @@ class LedgerHook:
         self._last_flush = time.monotonic()
         self._call("record_outcomes", self._ledger.record_outcomes, batch)
 
-    def finished(self, run_id: str, completed: bool) -> None:
+    def finished(self, run_id: str, completed: bool, finish: bool = True) -> None:
+        """Flush; then close the run, unless it is a chunk (`finish=False`)."""
         self.flush()
-        if self._ledger is not None:
+        if self._ledger is not None and finish:
             self._call("record_run_finished", self._ledger.record_run_finished, run_id,
                        "finished" if completed else "failed")
 
@@ -282,7 +313,8 @@ class Run:
     """The stream of one run's outcomes. Iterate it; `counts` fills as outcomes arrive.
     Closing it early (or breaking out of a loop over it) cancels the run's threads."""
 
-    def __init__(self, engine: "Engine", request: RetractionRequest, skip: bool):
+    def __init__(self, engine: "Engine", request: RetractionRequest, skip: bool,
+                 finish: bool = True):
         self.request = request
         self.run_id = request.run_id
         self.counts = RunCounts()
@@ -295,7 +327,9 @@ class Run:
         self._workers: Set[str] = set()
         self._lock = threading.Lock()
         self._seen: Set[str] = set()
+        self._finish = finish
         self._ledger = LedgerHook(engine.ledger, self.counts)
+        self._ledger.started(request)  # raises before any thread or provider is touched
         self._gen = self._stream()
 
     def __iter__(self) -> "Run":
@@ -311,7 +345,6 @@ class Run:
 
     def _stream(self) -> Iterator[Outcome]:
         ledger = self._ledger
-        ledger.started(self.request)
         threading.Thread(target=self._feed, name="retraction-feeder", daemon=True).start()
         fed: Optional[int] = None  # copies the feeder put in flight, once it is done
         extra = 0  # group members put on lanes by this thread
@@ -354,7 +387,7 @@ class Run:
             self.finished = True
         finally:
             self._cancelled.set()
-            ledger.finished(self.request.run_id, self.finished)
+            ledger.finished(self.request.run_id, self.finished, self._finish)
 
     def _account(self, outcome: Outcome) -> None:
         self.counts.add(outcome)
@@ -384,15 +417,17 @@ class Run:
             if self._claim(member):
                 fresh.append(member)
         request = self.request
-        skip = self._ledger.already_retracted(request, fresh) if self._skip else set()
+        skip = self._ledger.already_retracted(request, fresh) if self._skip else {}
         lanes: Dict[str, _Lane] = {}
         added = 0
         for member in fresh:
-            if address_key(member) in skip:
-                self.counts.skipped += 1
-                continue
             target = Target(member, via_group=group)
             route = self._engine.policy.route(member, request.provider)
+            earlier = skip.get(address_key(member))
+            if earlier is not None:
+                self.counts.skipped += 1
+                direct.append(self._skipped(target, route, earlier))
+                continue
             if not route.allowed:
                 direct.append(self._refused(target, route))
                 continue
@@ -444,19 +479,21 @@ class Run:
 
     def _feed_chunk(self, chunk: List[str]) -> Tuple[int, int]:
         request = self.request
-        done = self._ledger.already_retracted(request, chunk) if self._skip else set()
+        done = self._ledger.already_retracted(request, chunk) if self._skip else {}
         dispatched = skipped = 0
         for recipient in chunk:
             if self._cancelled.is_set():
                 break
             if not self._claim(recipient):
                 continue  # a repeat, or already joined as a group member
-            if address_key(recipient) in done:
-                skipped += 1
-                continue
             target = Target(recipient)
             route = self._engine.policy.route(recipient, request.provider)
             dispatched += 1
+            earlier = done.get(address_key(recipient))
+            if earlier is not None:  # answered from the ledger: no provider call
+                skipped += 1
+                self._put(self._skipped(target, route, earlier))
+                continue
             if not route.allowed:
                 self._put(self._refused(target, route))
                 continue
@@ -564,6 +601,27 @@ class Run:
             completed_at=utc_now(), attempts=0, requested_by=request.requested_by,
             comment=request.comment)
 
+    def _skipped(self, target: Target, route: Route, earlier: Earlier) -> Outcome:
+        """The copy's outcome in this run when the ledger already shows it in the
+        destination: already there, nothing asked (0 attempts), and which run put it there."""
+        request = self.request
+        destination = request.destination.value
+        if earlier.status == Status.RETRACTED:
+            why = "retracted earlier by run %s" % earlier.run_id
+        else:
+            why = "found in %s earlier by run %s" % (destination, earlier.run_id)
+        return Outcome(
+            run_id=request.run_id, message_id=request.message_id, recipient=target.recipient,
+            provider=route.provider, destination=destination, mode=request.mode.value,
+            trigger=request.trigger.value, status=Status.ALREADY_IN_DESTINATION.value,
+            disposition=request.disposition.value if request.disposition else None,
+            error_code=SKIPPED_CODE,
+            error_message="%s; the ledger shows the copy in %s, so it was not looked up "
+                          "again" % (why, destination),
+            via_group=target.via_group, verdict_time=request.verdict_time,
+            requested_at=request.requested_at, completed_at=utc_now(), attempts=0,
+            requested_by=request.requested_by, comment=request.comment)
+
     def _refused(self, target: Target, route: Route) -> Outcome:
         return self._failed(target, route.provider, Reason.OUT_OF_SCOPE, route.refusal_code,
                             route.refusal or "refused by policy")
@@ -593,8 +651,11 @@ class Engine:
         # Enough queued targets to keep a provider's batches full (Gmail batches 100).
         self.lane_capacity = max(200, 4 * concurrency)
 
-    def run(self, request: RetractionRequest, skip_already_retracted: bool = False) -> Run:
+    def run(self, request: RetractionRequest, skip_already_retracted: bool = False,
+            finish: bool = True) -> Run:
         """Stream one Outcome per copy. Request-wide refusals (hard delete not allowed) raise
-        InvalidRequest here, before any thread starts or any provider is built."""
+        InvalidRequest here, and a ledger that cannot record the start LedgerUnavailable,
+        before any thread starts or any provider is built. `finish=False`: this run is one
+        chunk of `request.run_id`; its outcomes are recorded but the run is left open."""
         self.policy.admit(request)
-        return Run(self, request, skip_already_retracted)
+        return Run(self, request, skip_already_retracted, finish)

@@ -3,9 +3,10 @@
 State lives in the StackStorm datastore (any object with the sensor service's `get_value`,
 `set_value`, `delete_value`, `list_values`), JSON-encoded, and is written only after the
 dispatch it records succeeded: a restart resumes from it, losing no verdict and dispatching
-none twice. (A crash between a dispatch and its write is the one gap no poller can close
-without a transaction spanning StackStorm's message bus; it can repeat one dispatch, and the
-engine is idempotent.)
+none twice. Datastore keys (local to the sensor): `verdicts.checkpoint`, `verdicts.seen.<hour>`,
+`verdicts.dispatched` (the journal) and `submissions.handled`; see watch.py. (A crash between a
+dispatch and its write is the one gap no poller can close without a transaction spanning
+StackStorm's message bus; it can repeat one dispatch, and the engine is idempotent.)
 
 Verdicts, per poll at time `now`:
 1. main run: every row scanned in [checkpoint - OVERLAP, now], all pages. Each row is compared
@@ -16,7 +17,8 @@ Verdicts, per poll at time `now`:
 2. lookback re-poll: rows scanned in [now - lookback, main run start] whose disposition the
    config lists (one `final_disposition` query per Cloudflare word, so clean mail is not
    re-read every poll). It catches rows whose disposition changed without their scan time
-   moving, and rows indexed later than the overlap.
+   moving (their `verdict_time` is then when the change was seen), and rows indexed later
+   than the overlap.
 3. the seen-set is bounded: hours older than both the window and the next run's start go.
 
 Errors: a poll that fails (API down, 401/429, a datastore error, a bug) is logged and the next
@@ -38,8 +40,8 @@ from retraction.verdicts.cloudflare import DEFAULT_PER_PAGE, CloudflareClient, C
 from retraction.verdicts.rows import (DETECTIONS, DISPOSITIONS, MalformedRow, SubmissionRow,
                                       VerdictRow, submission_row, verdict_row, wanted)
 from retraction.verdicts.watch import (CODE_OF, MALFORMED, Event, HandledSet, SeenSet,
-                                       checkpoint_value, confirmed, decide, phish_event,
-                                       read_checkpoint)
+                                       checkpoint_value, confirmed, decide, journal_value,
+                                       phish_event, read_checkpoint, read_journal)
 
 LOG = logging.getLogger(__name__)
 
@@ -145,6 +147,7 @@ class VerdictPoll(_Poll):
     name = "Cloudflare verdict poll"
     CHECKPOINT = "verdicts.checkpoint"
     SEEN = "verdicts.seen."
+    JOURNAL = "verdicts.dispatched"
 
     def __init__(self, client: CloudflareClient, store: Any, dispatch: Dispatch,
                  dispositions: Iterable[str] = ("MALICIOUS", "SUSPICIOUS", "SPOOF"),
@@ -157,6 +160,7 @@ class VerdictPoll(_Poll):
         self.seen = SeenSet()
         self.checkpoint: Optional[datetime] = None
         self._stored: set = set()  # bucket names present in the datastore
+        self._journal: Dict[str, List[str]] = {}  # dispatched since the last bucket write
         # Only detections can be asked for by disposition; a config listing NONE-class words
         # gets their changes from the main run alone.
         self.repoll_words = tuple(w for w in DETECTIONS
@@ -169,8 +173,17 @@ class VerdictPoll(_Poll):
                 self.seen.load(name, item.value)
                 self._stored.add(name)
             except ValueError as exc:
-                self.log.warning("%s: %s (key %s); ignoring it", self.name, exc,
+                self.log.warning("%s: %s (key %s); deleting it", self.name, exc,
                                  self.SEEN + name)
+                self.store.delete_value(self.SEEN + name, local=True)
+        text = self.store.get_value(self.JOURNAL, local=True)
+        if text is not None:
+            try:
+                self._journal = read_journal(text, self.JOURNAL)
+            except ValueError as exc:
+                self.log.warning("%s: %s; ignoring it", self.name, exc)
+            for row_id, (code, bucket) in self._journal.items():
+                self.seen.put(row_id, code, bucket)  # dirty: the next page write keeps them
         text = self.store.get_value(self.CHECKPOINT, local=True)
         if text is not None:
             try:
@@ -191,19 +204,20 @@ class VerdictPoll(_Poll):
                 for page in self.client.investigate(start=horizon, end=start,
                                                     per_page=self.per_page,
                                                     final_disposition=word):
-                    self._page(page, now, counts)
+                    self._page(page, now, counts, repoll=True)
         for name in self.seen.prune(min(horizon, now - self.overlap)):
             if name in self._stored:
                 self.store.delete_value(self.SEEN + name, local=True)
                 self._stored.discard(name)
         return counts
 
-    def _page(self, page: List[Any], now: datetime, counts: Counter) -> None:
+    def _page(self, page: List[Any], now: datetime, counts: Counter,
+              repoll: bool = False) -> None:
         for raw in page:
-            self._row(raw, now, counts)
+            self._row(raw, now, counts, repoll)
         self._flush()
 
-    def _row(self, raw: Any, now: datetime, counts: Counter) -> None:
+    def _row(self, raw: Any, now: datetime, counts: Counter, repoll: bool = False) -> None:
         try:
             verdict = verdict_row(raw)
         except MalformedRow as exc:
@@ -221,18 +235,21 @@ class VerdictPoll(_Poll):
             self.log.warning("Cloudflare row %s (%s): left out recipients that are not mailbox "
                              "addresses: %s", verdict.source_id, verdict.message_id,
                              ", ".join(verdict.refused_recipients[:10]))
-        event = decide(verdict, known, self.dispositions)
+        # A change the re-poll finds kept its old scan time: it is dated by when it was seen.
+        event = decide(verdict, known, self.dispositions, changed_at=now if repoll else None)
         if event is not None:
             self.dispatch(event)  # if this raises, the row is not remembered: it comes again
             counts[event.trigger] += 1
         # Undelivered rows are remembered too: mail an administrator releases from
         # quarantine was released on purpose and is not retracted again for the same verdict.
-        self.seen.remember(verdict.source_id, CODE_OF[verdict.disposition],
-                           verdict.verdict_time)
-        if event is not None:
-            self._flush()  # a dispatch is written down before the next one
+        code = CODE_OF[verdict.disposition]
+        self.seen.remember(verdict.source_id, code, verdict.verdict_time)
+        if event is not None:  # written down before the next dispatch
+            self._journal[verdict.source_id] = [code, self.seen.bucket_of(verdict.source_id)]
+            self.store.set_value(self.JOURNAL, journal_value(self._journal), local=True)
 
     def _flush(self) -> None:
+        """Write the changed hour buckets, then empty the journal they now contain."""
         for name in sorted(self.seen.dirty):
             text = self.seen.dump(name)
             if text is not None:
@@ -242,6 +259,9 @@ class VerdictPoll(_Poll):
                 self.store.delete_value(self.SEEN + name, local=True)
                 self._stored.discard(name)
             self.seen.dirty.discard(name)
+        if self._journal:
+            self.store.set_value(self.JOURNAL, journal_value({}), local=True)
+            self._journal = {}
 
 
 class SubmissionPoll(_Poll):

@@ -9,9 +9,12 @@ clean (NONE) and re-scanned MALICIOUS is a post-delivery change, not a new verdi
 
 Encoding: one datastore value per hour of the rows' last scan time (`<prefix><YYYYMMDDHH>`),
 `{"v": 1, "rows": {"<row id>": "<code>"}}` with a one-letter code per DESIGN disposition
-(`!` marks a malformed row, so it is reported once). Hour buckets keep each write small (a
-dispatch rewrites one hour, not the whole window) and make the bound trivial: a bucket is
-dropped once its hour is older than the window.
+(`!` marks a malformed row, so it is reported once): about 26 bytes a row. Hour buckets make
+the bound trivial (a bucket goes once its hour is older than the window) and are written once
+per page. A dispatch is written at once to a small journal, `{"v": 1, "rows": {"<row id>":
+["<code>", "<hour>"]}}` (the dispatches since the last page write), which the next page write
+folds into the buckets and empties: a dispatch costs a write the size of a page's
+dispatches, not of an hour of mail.
 """
 from __future__ import annotations
 
@@ -76,10 +79,15 @@ class SeenSet:
         bucket = self._where.get(row_id)
         return None if bucket is None else self._buckets[bucket][row_id]
 
+    def bucket_of(self, row_id: str) -> Optional[str]:
+        return self._where.get(row_id)
+
     def remember(self, row_id: str, code: str, scanned_at: datetime) -> None:
         """Record a code under the hour of the row's latest scan (a re-scan moves it, so the
         entry lives as long as the row can still show up in the window)."""
-        target = bucket_name(scanned_at)
+        self.put(row_id, code, bucket_name(scanned_at))
+
+    def put(self, row_id: str, code: str, target: str) -> None:
         old = self._where.get(row_id)
         if old == target and self._buckets[old][row_id] == code:
             return
@@ -131,13 +139,14 @@ class Event:
     trace_tag: str
 
 
-def decide(verdict: VerdictRow, seen_code: Optional[str], dispositions: Iterable[str]
-           ) -> Optional[Event]:
+def decide(verdict: VerdictRow, seen_code: Optional[str], dispositions: Iterable[str],
+           changed_at: Optional[datetime] = None) -> Optional[Event]:
     """The trigger this row calls for, given what the seen-set holds for it (None: nothing).
 
     Unknown (or remembered only as malformed) -> `verdict`; known with another disposition ->
     `verdict_changed`; the same disposition -> nothing. Only dispositions the config lists are
-    dispatched, and only for delivered mail."""
+    dispatched, and only for delivered mail. `changed_at`: when the row's scan time does not
+    date the change (it did not move), the time the change was seen is the verdict time."""
     if not verdict.delivered:
         return None
     code = CODE_OF[verdict.disposition]
@@ -150,6 +159,8 @@ def decide(verdict: VerdictRow, seen_code: Optional[str], dispositions: Iterable
     if seen_code is None or seen_code == MALFORMED:
         return Event(VERDICT, payload, tag)
     payload["previous_disposition"] = WORD_OF[seen_code].value
+    if changed_at is not None:
+        payload["verdict_time"] = iso(changed_at)
     return Event(VERDICT_CHANGED, payload, tag)
 
 
@@ -220,6 +231,24 @@ def phish_event(sub: SubmissionRow, message: VerdictRow, recipients: Iterable[st
         "source_id": message.source_id,
     }
     return Event(PHISH_SUBMISSION, payload, "%s-submission:%s" % (SOURCE, sub.submission_id))
+
+
+def journal_value(entries: Dict[str, List[str]]) -> str:
+    return json.dumps({"v": FORMAT, "rows": entries}, separators=(",", ":"), sort_keys=True)
+
+
+def read_journal(text: Optional[str], key: str) -> Dict[str, List[str]]:
+    """{row id: [code, hour]} of a journal; ValueError if it is not one of ours."""
+    rows = _decode(text, key).get("rows")
+    if not isinstance(rows, dict):
+        raise ValueError("datastore value %s has no rows" % key)
+    entries = {}
+    for row_id, entry in rows.items():
+        if (isinstance(entry, list) and len(entry) == 2
+                and (entry[0] in WORD_OF or entry[0] == MALFORMED)):
+            bucket_end(str(entry[1]))  # ValueError for a name that is not an hour
+            entries[row_id] = [entry[0], str(entry[1])]
+    return entries
 
 
 def checkpoint_value(moment: datetime) -> str:

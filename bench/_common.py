@@ -1,0 +1,388 @@
+"""What the benchmarks share: the pack's import paths, the sandbox as a subprocess, its control
+API, peak RSS, and the one JSON line a benchmark prints.
+
+The sandbox stands in for Microsoft's and Google's servers, so it runs in its own process
+(never sharing this process's GIL) and, on a machine with two or more CPUs, on its own core:
+what a benchmark measures is then the pack's client side, not the fake server's.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+PACK_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STANDIN_DIR = os.path.join(PACK_ROOT, "tests", "st2_standin")
+
+
+def setup_paths():
+    """sys.path as StackStorm gives an action (actions/, actions/lib) plus the pack-root lib/
+    and the pack root (for `import sandbox`); StackStorm's modules from the real installation
+    when there is one, else from the stand-in the tests use."""
+    for path in reversed([os.path.join(PACK_ROOT, "lib"),
+                          os.path.join(PACK_ROOT, "actions", "lib"),
+                          os.path.join(PACK_ROOT, "actions"), PACK_ROOT]):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    try:
+        import st2common  # noqa: F401
+    except ImportError:
+        sys.path.insert(0, STANDIN_DIR)
+
+
+def log(*parts):
+    print(*parts, file=sys.stderr, flush=True)
+
+
+def emit(result):
+    """The benchmark's figures: one JSON object on the last line of stdout."""
+    sys.stdout.flush()
+    print(json.dumps(result, sort_keys=False), flush=True)
+
+
+# -- memory ------------------------------------------------------------------------------------
+def reset_peak_rss():
+    """Start a new high-water mark (Linux >= 4.0: write 5 to clear_refs), so the peak measured
+    next is the pack's run, not the benchmark's set-up. False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb():
+    """Peak resident set size of this process since start or the last reset_peak_rss()."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024.0, 1)
+    except OSError:
+        pass
+    import resource
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
+
+
+# -- the sandbox process ---------------------------------------------------------------------
+class SandboxProcess:
+    """`python -m sandbox` in a child process; `info` is its ready file, `control_*` its
+    control API (plain HTTP on loopback)."""
+
+    def __init__(self, scenario="basic.yaml", seed=0, pin=True, timeout_s=60.0):
+        self.scenario = scenario
+        self.seed = seed
+        self.workdir = tempfile.mkdtemp(prefix="bench-sandbox-")
+        self.ready_file = os.path.join(self.workdir, "ready.json")
+        self.proc = None
+        self.info = None
+        self.pin = pin
+        self.timeout_s = timeout_s
+        self.pinned = False
+        self._session = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+    def start(self):
+        started = time.monotonic()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sandbox", "--scenario", self.scenario, "--ready-file",
+             self.ready_file, "--data-dir", os.path.join(self.workdir, "data"),
+             "--seed", str(self.seed)],
+            cwd=PACK_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while not os.path.exists(self.ready_file):
+            if self.proc.poll() is not None:
+                raise SystemExit("the sandbox exited with %s before it was ready"
+                                 % self.proc.returncode)
+            if time.monotonic() - started > self.timeout_s:
+                self.stop()
+                raise SystemExit("the sandbox was not ready within %.0f s" % self.timeout_s)
+            time.sleep(0.01)
+        with open(self.ready_file) as handle:
+            self.info = json.load(handle)
+        if self.pin:
+            self.pinned = pin_apart(self.proc.pid)
+        return self
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self._session is not None:
+            self._session.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # -- control API -------------------------------------------------------------------------
+    @property
+    def session(self):
+        if self._session is None:
+            import requests
+            self._session = requests.Session()
+            self._session.trust_env = False  # loopback: no proxy, no CA bundle override
+        return self._session
+
+    def control(self, method, path, body=None, **params):
+        url = self.info["control_url"] + path
+        response = self.session.request(method, url, json=body, params=params or None,
+                                        timeout=300)
+        if response.status_code >= 400:
+            raise RuntimeError("sandbox %s %s: %s %s" % (method, path, response.status_code,
+                                                         response.text[:300]))
+        return response.json()
+
+    def faults(self, spec, clear=False):
+        body = dict(spec)
+        if clear:
+            body["clear"] = True
+        return self.control("POST", "/faults", body)
+
+    def campaign(self, **spec):
+        """Generate a campaign; returns its truth (control API `campaign_view`)."""
+        return self.control("POST", "/campaigns", spec)
+
+    def campaign_truth(self, message_id):
+        return self.control("GET", "/campaigns", message_id=message_id)
+
+    def counters(self):
+        return self.control("GET", "/counters")
+
+    def reset_counters(self):
+        return self.control("POST", "/counters/reset")
+
+    def audit(self, since=0):
+        return self.control("GET", "/audit", since=since)["entries"]
+
+    def audit_seq(self):
+        entries = self.audit()
+        return entries[-1]["seq"] if entries else 0
+
+    def copies(self, message_id):
+        return self.control("GET", "/copies", message_id=message_id)["copies"]
+
+    def add_mailbox(self, address, copies, kind="user"):
+        return self.control("POST", "/mailboxes", {"address": address, "kind": kind,
+                                                   "copies": copies})
+
+    def pack_config(self, ledger_url="", **limits):
+        """The sandbox's pack config with this ledger and these limits."""
+        import yaml
+        with open(self.info["pack_config_file"]) as handle:
+            config = yaml.safe_load(handle)
+        config["ledger_url"] = ledger_url
+        config.setdefault("limits", {}).update(limits)
+        return config
+
+
+def pin_apart(server_pid):
+    """Server on the first CPU, this process on the others (two or more CPUs)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return False
+    os.sched_setaffinity(server_pid, {cpus[0]})
+    os.sched_setaffinity(0, set(cpus[1:]))
+    return True
+
+
+# -- summaries ---------------------------------------------------------------------------------
+def requests_by_endpoint(counters):
+    """Route name -> hits (batch items counted under their own routes), control API left out."""
+    return {name: hits for name, hits in sorted(counters["routes"].items())
+            if not name.startswith("control.")}
+
+
+def throttled_count(counters):
+    """429 answers the sandbox sent (injected or by the provider rules), over every route."""
+    return sum(per.get("429", 0) for name, per in counters["statuses"].items()
+               if not name.startswith("control."))
+
+
+def mismatches(expected, got, limit=5):
+    """(number of addresses whose outcome differs from the truth, a few examples)."""
+    wrong = []
+    for address, want in expected.items():
+        have = got.get(address.lower())
+        if have != want:
+            wrong.append((address, want, have))
+    known = {k.lower() for k in expected}
+    extra = [a for a in got if a not in known]
+    examples = [{"recipient": a, "expected": w, "got": h} for a, w, h in wrong[:limit]]
+    examples += [{"recipient": a, "expected": None, "got": got[a]} for a in extra[:limit]]
+    return len(wrong) + len(extra), examples
+
+
+# -- the pack's way: retract_campaign's steps, in process ------------------------------------
+ACTION_LOG_LEVEL = None  # e.g. "WARNING": see quiet_action_logs()
+
+
+def action(cls, config):
+    """An action instance built the way StackStorm's Python runner builds one."""
+    from st2common.runners.utils import get_action_class_instance
+    instance = get_action_class_instance(cls, config=config)
+    if ACTION_LOG_LEVEL:
+        instance.logger.setLevel(ACTION_LOG_LEVEL)
+    return instance
+
+
+def quiet_action_logs(level="WARNING"):
+    """The actions log a few lines per chunk at INFO; a benchmark keeps stderr for itself."""
+    global ACTION_LOG_LEVEL
+    ACTION_LOG_LEVEL = level
+
+
+def run_campaign(config, request, chunk_size=None, concurrency=None, on_chunk=None):
+    """What `retract_campaign` does, with its own actions: `split_recipients`, then `retract`
+    over the chunks under the run's id (`concurrency` chunks at once, each on a thread, as
+    with-items spreads them over action runners), then `aggregate_run`.
+
+    `request`: the workflow's input (message_id, recipients, destination, mode, ...).
+    Returns {run_id, chunks, failed_chunks, counts (summed over chunks), aggregate}."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from aggregate_run import AggregateRunAction
+    from retract import RetractAction
+    from split_recipients import SplitRecipientsAction
+
+    ok, plan = action(SplitRecipientsAction, config).run(
+        chunk_size=chunk_size, concurrency=concurrency, **request)
+    if not ok:
+        raise RuntimeError("split_recipients refused the request: %s" % plan)
+    chunk_request = dict(request)
+    chunk_request.pop("recipients", None)
+
+    def one(chunk):
+        try:
+            ok, result = action(RetractAction, config).run(
+                run_id=plan["run_id"], recipients=chunk, **chunk_request)
+        except Exception as exc:  # an execution that fails counts as a failed chunk
+            log("chunk failed: %s: %s" % (type(exc).__name__, exc))
+            return False, {}
+        counts = result.get("counts", {})
+        if on_chunk is not None:
+            on_chunk(result)
+        return bool(ok), counts
+
+    totals = {"total": 0, "attempted": 0, "skipped": 0, "ledger_errors": 0}
+    failed = 0
+    with ThreadPoolExecutor(max_workers=plan["concurrency"],
+                            thread_name_prefix="chunk") as pool:
+        for ok, counts in pool.map(one, plan["chunks"]):
+            failed += 0 if ok else 1
+            for key in totals:
+                totals[key] += counts.get(key, 0)
+    ok, aggregate = action(AggregateRunAction, config).run(run_id=plan["run_id"],
+                                                           failed_chunks=failed)
+    return {"run_id": plan["run_id"], "chunks": len(plan["chunks"]),
+            "chunk_size": plan["chunk_size"], "concurrency": plan["concurrency"],
+            "failed_chunks": failed, "counts": totals, "aggregate": aggregate}
+
+
+# -- checking against the sandbox's truth ------------------------------------------------------
+def expected_outcomes(truth, destination):
+    """address (lower case) -> (status, reason) a correct run reports, from the campaign's
+    truth as the control API returns it: the sandbox's own rule (`MailboxTruth.expected`),
+    and each distribution list's own address failing as not_a_mailbox (its members stand in
+    for it)."""
+    from sandbox.scenario import MailboxTruth
+
+    expected = {}
+    for address, fields in truth["mailboxes"].items():
+        mailbox = MailboxTruth(address=address, **fields)
+        expected[address.lower()] = mailbox.expected(destination)
+    for group in truth["groups"]:
+        expected[group.lower()] = ("failed", "not_a_mailbox")
+    return expected
+
+
+def ledger_outcomes(ledger_url, run_id):
+    """address (lower case) -> (status, reason) the ledger holds for one run."""
+    from sqlalchemy import create_engine, select
+
+    from retraction.ledger.schema import outcomes
+
+    engine = create_engine(ledger_url)
+    try:
+        query = select(outcomes.c.recipient_key, outcomes.c.status, outcomes.c.reason) \
+            .where(outcomes.c.run_id == run_id)
+        with engine.connect() as conn:
+            return {key: (status, reason) for key, status, reason in conn.execute(query)}
+    finally:
+        engine.dispose()
+
+
+def tally(outcomes):
+    """{status: n} and {reason: n} of (status, reason) pairs."""
+    statuses, reasons = {}, {}
+    for status, reason in outcomes:
+        statuses[status] = statuses.get(status, 0) + 1
+        if reason:
+            reasons[reason] = reasons.get(reason, 0) + 1
+    return {"by_status": dict(sorted(statuses.items())),
+            "by_reason": dict(sorted(reasons.items()))}
+
+
+def audit_findings(entries, message_id, targets):
+    """What the sandbox's audit says our app did: entries touching anything but `message_id`
+    in the `targets` mailboxes (wrong touches), and copies changed more than once."""
+    targets = {t.lower() for t in targets}
+    wrong, per_copy = [], {}
+    for entry in entries:
+        if entry["message_id"] != message_id or entry["mailbox"].lower() not in targets:
+            wrong.append(entry)
+            continue
+        key = (entry["mailbox"].lower(), entry["message_id"])
+        per_copy[key] = per_copy.get(key, 0) + 1
+    doubles = sorted(k[0] for k, n in per_copy.items() if n > 1)
+    return {"wrong_touches": len(wrong), "wrong_examples": wrong[:3],
+            "changed": len(per_copy), "double_moves": len(doubles),
+            "double_examples": doubles[:5]}
+
+
+def final_folders(copies, destination):
+    """Copies of the message not in the destination's folder: {mailbox: folder}."""
+    from sandbox.scenario import DESTINATION_FOLDER
+
+    return {c["mailbox"].lower(): c["folder"] for c in copies
+            if c["folder"] != DESTINATION_FOLDER[c["provider"]][destination]}
+
+
+def cpu_seconds(pid=None):
+    """User + system CPU seconds of a process (this one by default)."""
+    if pid is None:
+        times = os.times()
+        return times.user + times.system
+    with open("/proc/%d/stat" % pid) as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / float(os.sysconf("SC_CLK_TCK"))
+
+
+def machine():
+    """nproc, CPU model, RAM and Python: where the figures came from."""
+    import platform
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    ram_gb = None
+    try:
+        with open("/proc/meminfo") as handle:
+            ram_gb = round(int(handle.readline().split()[1]) / 2 ** 20, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return {"nproc": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)),
+            "cpu": model, "ram_gb": ram_gb, "python": platform.python_version()}

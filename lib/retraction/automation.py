@@ -1,0 +1,355 @@
+"""The automatic flow's decisions, kept out of the workflow so they can be tested.
+
+`plan_verdict` is what the `plan` action (the first task of the `auto_retract` workflow) does
+with one verdict: check it, then say whether policy acts on it, where the copies go, whether
+it is a preview and whether an analyst must approve first, and why, in one sentence.
+
+Order of the checks, each ending the plan with its own reason:
+1. the trigger's switch: `auto_retract.post_delivery_response` and
+   `auto_retract.phish_submission_response` turn those flows off (the `disposition` flow is on
+   whenever a disposition maps to a destination). Rules cannot read the pack config, so the
+   switches are applied here, not in the rules.
+2. the disposition's destination in `auto_retract.dispositions`; `none` is "no action by
+   policy" (a NONE verdict never moves mail).
+3. preview: `auto_retract.mode: preview` makes every automatic run a preview.
+4. approval: more copies than `approval.threshold`, or a hard delete while
+   `approval.hard_delete` is on. A preview moves nothing, so it never waits for an analyst.
+
+`verdict_from_body` checks what a verdict source POSTs to the StackStorm webhook
+(`email_retraction/verdict`) against `VERDICT_BODY_SCHEMA`, then against the same field
+grammar as every other request, and returns the `auto_retract` parameters. Every problem
+names the field (`body.recipients[2]`), so the sender can fix its integration.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from retraction.model import Destination, Disposition, Mode, Trigger
+from retraction.policy import Policy
+from retraction.validation import (InvalidRequest, free_text, message_id, recipients, show,
+                                   timestamp, word)
+
+AUTOMATIC_TRIGGERS = (Trigger.DISPOSITION, Trigger.POST_DELIVERY, Trigger.PHISH_SUBMISSION)
+SWITCHES = {
+    Trigger.POST_DELIVERY: "auto_retract.post_delivery_response",
+    Trigger.PHISH_SUBMISSION: "auto_retract.phish_submission_response",
+}
+FLOW_NAMES = {
+    Trigger.DISPOSITION: "automatic retraction by disposition",
+    Trigger.POST_DELIVERY: "post-delivery response",
+    Trigger.PHISH_SUBMISSION: "phish submission response",
+}
+SOURCE_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+WEBHOOK_SOURCE = "webhook"  # the source word of a verdict whose body names none
+MAX_SOURCE_ID = 256
+MAX_SUBJECT = 998
+MAX_COMMENT = 1000
+MAX_REQUESTED_BY = 200
+MAX_PROBLEMS_SHOWN = 5
+
+PLAN_FIELDS = ("message_id", "recipients", "disposition", "trigger", "verdict_time", "source",
+               "source_id", "recipients_count", "comment", "requested_by", "sender", "subject")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the automatic flow does with one verdict (the `plan` action's result)."""
+
+    act: bool
+    why: str
+    destination: Optional[str]
+    preview: bool
+    needs_approval: bool
+    approval_reason: Optional[str]
+    copies: int
+    message_id: str
+    trigger: str
+    disposition: str
+    verdict_time: str
+    source: str
+    source_id: Optional[str]
+    comment: str
+    requested_by: str
+    question: Optional[str]  # the inquiry's text when needs_approval
+    mode: str = Mode.AUTO.value
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+def _source(value: Any, field: str) -> str:
+    text = free_text(value, field, 64)
+    if text is None:
+        raise InvalidRequest(field, value, "is required (the verdict source, e.g. cloudflare)")
+    if not re.match(SOURCE_PATTERN, text):
+        raise InvalidRequest(field, value, "must be a word of letters, digits and _ . : - "
+                                           "(at most 64), e.g. cloudflare")
+    return text
+
+
+def _count(value: Any, field: str) -> int:
+    if value is None or value == "":
+        return 0
+    if isinstance(value, bool):
+        raise InvalidRequest(field, value, "must be a whole number")
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise InvalidRequest(field, value, "must be a whole number") from None
+    if number < 0 or (isinstance(value, float) and not value.is_integer()):
+        raise InvalidRequest(field, value, "must be a whole number >= 0")
+    return number
+
+
+def _shown(value: Any) -> Optional[str]:
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def _trigger(value: Any) -> Trigger:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return Trigger.DISPOSITION
+    trigger = word(Trigger, value, "trigger")
+    if trigger not in AUTOMATIC_TRIGGERS:
+        raise InvalidRequest("trigger", value, "analyst is a manual trigger; an automatic run "
+                                               "is disposition, post_delivery or "
+                                               "phish_submission")
+    return trigger
+
+
+def plan_verdict(policy: Policy, params: Mapping[str, Any]) -> Plan:
+    """Check one verdict and decide what policy does with it. Raises InvalidRequest naming
+    the field for bad input (nothing is retracted then)."""
+    unknown = sorted(set(params) - set(PLAN_FIELDS))
+    if unknown:
+        raise InvalidRequest(unknown[0], params[unknown[0]], "is not a parameter of plan")
+    settings = policy.settings
+    msgid = message_id(params.get("message_id"))
+    rcpts = recipients(params.get("recipients"), settings.limits.max_recipients)
+    disposition = word(Disposition, params.get("disposition"), "disposition", upper=True)
+    trigger = _trigger(params.get("trigger"))
+    raw_time = params.get("verdict_time")
+    if raw_time is None or (isinstance(raw_time, str) and not raw_time.strip()):
+        raise InvalidRequest("verdict_time", raw_time,
+                             "is required: time to retract is measured from the verdict")
+    verdict_time = timestamp(raw_time, "verdict_time").isoformat()
+    source = _source(params.get("source"), "source")
+    source_id = free_text(params.get("source_id"), "source_id", MAX_SOURCE_ID)
+    copies = max(len(rcpts), _count(params.get("recipients_count"), "recipients_count"))
+    given_comment = free_text(params.get("comment"), "comment", MAX_COMMENT)
+    requested_by = (free_text(params.get("requested_by"), "requested_by", MAX_REQUESTED_BY)
+                    or source)
+    # Shown to the analyst only, escaped by show(): an odd subject (attacker-chosen text)
+    # must never stop a retraction, so these two are not refused.
+    subject, sender = _shown(params.get("subject")), _shown(params.get("sender"))
+
+    # What the ledger keeps with every outcome: which verdict this run answered.
+    comment = "%s: %s verdict %s%s" % (trigger.value, source, disposition.value,
+                                       " (%s)" % source_id if source_id else "")
+    if given_comment:
+        comment += "; " + given_comment
+    base = dict(copies=copies, message_id=msgid, trigger=trigger.value,
+                disposition=disposition.value, verdict_time=verdict_time, source=source,
+                source_id=source_id, comment=comment[:MAX_COMMENT], requested_by=requested_by)
+
+    if not policy.auto_enabled(trigger):
+        why = "no action by policy: %s is off (%s: false)" % (FLOW_NAMES[trigger],
+                                                              SWITCHES[trigger])
+        return Plan(act=False, why=why, destination=None, preview=False, needs_approval=False,
+                    approval_reason=None, question=None, **base)
+
+    destination = policy.destination_for(disposition)
+    if destination is None:
+        if disposition == Disposition.NONE:
+            why = "no action by policy: a NONE (clean) verdict never moves mail"
+        else:
+            why = ("no action by policy: auto_retract.dispositions maps %s to none"
+                   % disposition.value)
+        return Plan(act=False, why=why, destination=None, preview=False, needs_approval=False,
+                    approval_reason=None, question=None, **base)
+
+    preview = policy.preview_for(Mode.AUTO, False)
+    approval_reason = None
+    if not preview and policy.needs_approval(copies, destination):
+        approval_reason = _approval_reason(policy, copies, destination)
+    why = "%s: %s -> %s by policy (auto_retract.dispositions), %d %s" % (
+        FLOW_NAMES[trigger], disposition.value, destination.value, copies,
+        "copy" if copies == 1 else "copies")
+    if preview:
+        why += "; preview only (auto_retract.mode: preview), nothing will move"
+    if approval_reason:
+        why += "; waits for approval: " + approval_reason
+    question = None
+    if approval_reason:
+        question = _question(msgid, subject, sender, destination, copies, disposition,
+                             source, approval_reason)
+    return Plan(act=True, why=why, destination=destination.value, preview=preview,
+                needs_approval=approval_reason is not None, approval_reason=approval_reason,
+                question=question, **base)
+
+
+def _approval_reason(policy: Policy, copies: int, destination: Destination) -> str:
+    approval = policy.settings.approval
+    reasons = []
+    if destination == Destination.HARD_DELETE and approval.hard_delete:
+        reasons.append("hard delete (approval.hard_delete)")
+    if copies > approval.threshold:
+        reasons.append("%d copies is more than approval.threshold (%d)"
+                       % (copies, approval.threshold))
+    return " and ".join(reasons)
+
+
+def _question(msgid: str, subject: Optional[str], sender: Optional[str],
+              destination: Destination, copies: int, disposition: Disposition, source: str,
+              reason: str) -> str:
+    about = msgid
+    if subject:
+        about += " %s" % show(subject)
+    if sender:
+        about += " from %s" % show(sender)
+    return ("Approve moving %d %s of %s to %s? %s says %s. Asked because of %s. Answer "
+            "approve=true to go ahead, approve=false to stop (add analyst and comment)."
+            % (copies, "copy" if copies == 1 else "copies", about, destination.value, source,
+               disposition.value, reason))
+
+
+# --- the webhook ------------------------------------------------------------------------------
+
+VERDICT_BODY_SCHEMA = {
+    "$schema": "http://json-schema.org/draft-04/schema#",
+    "title": "A verdict POSTed to /api/v1/webhooks/email_retraction/verdict",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["message_id", "recipients", "disposition", "verdict_time"],
+    "properties": {
+        "message_id": {"type": "string", "minLength": 1, "maxLength": 998,
+                       "description": "The Message-ID header, e.g. <abc@host.example>."},
+        "recipients": {"type": "array", "minItems": 1,
+                       "items": {"type": "string", "minLength": 1, "maxLength": 254},
+                       "description": "Mailbox addresses the message was delivered to."},
+        "disposition": {"type": "string", "enum": list(Disposition.values()),
+                        "description": "The verdict, in the pack's words."},
+        "verdict_time": {"type": "string", "minLength": 1,
+                         "description": "When the verdict was reached, ISO 8601 (no zone: "
+                                        "UTC); time to retract is measured from it."},
+        "source": {"type": "string", "pattern": SOURCE_PATTERN,
+                   "description": "Who says so (e.g. defender, sublime, siem); default "
+                                  "webhook."},
+        "source_id": {"type": ["string", "null"], "maxLength": MAX_SOURCE_ID,
+                      "description": "The source's own id of the verdict or alert."},
+        "sender": {"type": ["string", "null"], "maxLength": MAX_SUBJECT},
+        "subject": {"type": ["string", "null"], "maxLength": MAX_SUBJECT},
+        "trigger": {"type": "string", "enum": [t.value for t in AUTOMATIC_TRIGGERS],
+                    "description": "disposition (default), post_delivery (the verdict "
+                                   "changed after delivery) or phish_submission (a user "
+                                   "report was confirmed); each obeys its config switch."},
+        "recipients_count": {"type": "integer", "minimum": 0,
+                             "description": "Copies the source counted, when it lists "
+                                            "fewer recipients than that."},
+    },
+}
+
+
+class InvalidVerdict(ValueError):
+    """A webhook body that is not a verdict: every problem, each naming its field."""
+
+    def __init__(self, problems: List[Tuple[str, str]]):
+        self.problems = problems
+        shown = "; ".join("%s %s" % (field, problem)
+                          for field, problem in problems[:MAX_PROBLEMS_SHOWN])
+        more = len(problems) - MAX_PROBLEMS_SHOWN
+        if more > 0:
+            shown += "; and %d more" % more
+        super().__init__("invalid verdict body: %s. Nothing was retracted." % shown)
+
+    @property
+    def field(self) -> str:
+        return self.problems[0][0]
+
+
+def _path(parts: Any) -> str:
+    text = "body"
+    for part in parts:
+        text += "[%d]" % part if isinstance(part, int) else ".%s" % part
+    return text
+
+
+# Our own words for the other checks the schema makes (jsonschema's change between versions).
+_WORDING = {
+    "minItems": "must hold at least %d item(s)",
+    "maxItems": "must hold at most %d item(s)",
+    "minLength": "must be at least %d character(s) long",
+    "maxLength": "must be at most %d characters long",
+    "minimum": "must be at least %s",
+    "pattern": "must match %s",
+}
+
+
+def _schema_problems(body: Any) -> List[Tuple[str, str]]:
+    import jsonschema  # imported here: only the webhook path needs it
+
+    if not isinstance(body, dict):
+        return [("body", "must be a JSON object (got %s)" % type(body).__name__)]
+    validator = jsonschema.Draft4Validator(VERDICT_BODY_SCHEMA)
+    problems = []
+    for error in validator.iter_errors(body):
+        path = list(error.absolute_path)
+        if error.validator == "required":
+            for name in VERDICT_BODY_SCHEMA["required"]:
+                if name not in error.instance:
+                    problems.append((_path(path + [name]), "is required"))
+        elif error.validator == "additionalProperties":
+            known = VERDICT_BODY_SCHEMA["properties"]
+            for name in sorted(k for k in error.instance if k not in known):
+                problems.append((_path(path + [name]), "is not a field of a verdict (fields: "
+                                 "%s)" % ", ".join(sorted(known))))
+        elif error.validator == "enum":
+            problems.append((_path(path), "must be one of %s (got %s)"
+                             % (", ".join(error.validator_value), show(error.instance))))
+        elif error.validator == "type":
+            types = error.validator_value
+            types = types if isinstance(types, list) else [types]
+            problems.append((_path(path), "must be %s (got %s)"
+                             % (" or ".join(types), show(error.instance))))
+        elif error.validator in _WORDING:
+            problems.append((_path(path), _WORDING[error.validator] % error.validator_value))
+        else:
+            problems.append((_path(path), error.message[:200]))
+    return sorted(set(problems), key=lambda p: (p[0], p[1]))
+
+
+def verdict_from_body(body: Any, settings: Any) -> Dict[str, Any]:
+    """The `auto_retract` parameters of a webhook body, or InvalidVerdict naming each bad
+    field. The grammar checks are the ones every request gets (Message-ID, addresses,
+    ISO 8601 time not in the future), so nothing odd reaches a provider."""
+    problems = _schema_problems(body)
+    if not isinstance(body, dict):
+        raise InvalidVerdict(problems)
+    # Fields the schema refused are reported once; the others still get their grammar
+    # checked, so the sender hears every problem in one answer.
+    refused = set(re.split(r"[.\[]", field)[1] for field, _ in problems if field != "body")
+    out = {}  # type: Dict[str, Any]
+    checks = (
+        ("message_id", lambda v: message_id(v, "body.message_id")),
+        ("recipients", lambda v: list(recipients(v, settings.limits.max_recipients,
+                                                 "body.recipients"))),
+        ("verdict_time", lambda v: timestamp(v, "body.verdict_time").isoformat()),
+        ("sender", lambda v: free_text(v, "body.sender", MAX_SUBJECT)),
+        ("subject", lambda v: free_text(v, "body.subject", MAX_SUBJECT)),
+        ("source_id", lambda v: free_text(v, "body.source_id", MAX_SOURCE_ID)),
+    )
+    for name, check in checks:
+        if name in refused:
+            continue
+        try:
+            out[name] = check(body.get(name))
+        except InvalidRequest as exc:
+            problems.append((exc.field, "%s (got %s)" % (exc.problem, show(exc.value))))
+    if problems:
+        raise InvalidVerdict(problems)
+    out["disposition"] = body["disposition"]
+    out["trigger"] = body.get("trigger") or Trigger.DISPOSITION.value
+    out["source"] = body.get("source") or WEBHOOK_SOURCE
+    out["recipients_count"] = body.get("recipients_count") or 0
+    return out
