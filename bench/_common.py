@@ -260,13 +260,19 @@ def run_campaign(config, request, chunk_size=None, concurrency=None, on_chunk=No
     chunk_request = dict(request)
     chunk_request.pop("recipients", None)
 
+    started = time.perf_counter()
+    spans = []  # (start, end) of each chunk, seconds from the split's end
+
     def one(chunk):
+        begun = time.perf_counter()
         try:
             ok, result = action(RetractAction, config).run(
                 run_id=plan["run_id"], recipients=chunk, **chunk_request)
         except Exception as exc:  # an execution that fails counts as a failed chunk
             log("chunk failed: %s: %s" % (type(exc).__name__, exc))
             return False, {}
+        finally:
+            spans.append((begun - started, time.perf_counter() - started))
         counts = result.get("counts", {})
         if on_chunk is not None:
             on_chunk(result)
@@ -280,11 +286,19 @@ def run_campaign(config, request, chunk_size=None, concurrency=None, on_chunk=No
             failed += 0 if ok else 1
             for key in totals:
                 totals[key] += counts.get(key, 0)
+    peak_before_aggregate = peak_rss_mb()
     ok, aggregate = action(AggregateRunAction, config).run(run_id=plan["run_id"],
                                                            failed_chunks=failed)
+    durations = sorted(end - begin for begin, end in spans)
     return {"run_id": plan["run_id"], "chunks": len(plan["chunks"]),
+            "chunk_s": {"min": round(durations[0], 2) if durations else None,
+                        "median": round(durations[len(durations) // 2], 2)
+                        if durations else None,
+                        "max": round(durations[-1], 2) if durations else None,
+                        "last_end": round(max(e for _, e in spans), 2) if spans else None},
             "chunk_size": plan["chunk_size"], "concurrency": plan["concurrency"],
-            "failed_chunks": failed, "counts": totals, "aggregate": aggregate}
+            "failed_chunks": failed, "counts": totals, "aggregate": aggregate,
+            "peak_rss_mb_before_aggregate": peak_before_aggregate}
 
 
 # -- checking against the sandbox's truth ------------------------------------------------------

@@ -36,6 +36,10 @@ __all__ = [
     "validate_config",
     "payload_errors",
     "load_yaml",
+    "is_expression",
+    "allow_default_none",
+    "schema_errors",
+    "St2Validator",
 ]
 
 WORD_RE = re.compile(r"^\w+$")
@@ -245,7 +249,9 @@ def load_yaml(path: str) -> Tuple[Any, Optional[str]]:
         return None, "does not parse as YAML: %s" % (str(e).splitlines()[0])
 
 
-def _is_expression(value: Any) -> bool:
+def is_expression(value: Any) -> bool:
+    """True for a Jinja or YAQL expression (StackStorm renders it rather than taking it as
+    a literal)."""
     return isinstance(value, str) and ("{{" in value or "{%" in value or "<%" in value)
 
 
@@ -301,7 +307,7 @@ def _draft3_properties_aware_validator():
 St2Validator = _draft3_properties_aware_validator()
 
 
-def _allow_default_none(schema: dict) -> dict:
+def allow_default_none(schema: dict) -> dict:
     """Optional properties and those defaulting to None also accept null (as StackStorm)."""
     schema = copy.deepcopy(schema)
     for name, prop in (schema.get("properties") or {}).items():
@@ -317,7 +323,7 @@ def _allow_default_none(schema: dict) -> dict:
         if prop.get("type") == "object" or (
                 isinstance(prop.get("type"), list) and "object" in prop["type"]):
             if prop.get("properties"):
-                schema["properties"][name] = _allow_default_none(prop)
+                schema["properties"][name] = allow_default_none(prop)
     return schema
 
 
@@ -336,7 +342,8 @@ def _assign_defaults(instance: Any, schema: dict) -> Any:
     return instance
 
 
-def _schema_errors(validator_cls, schema: dict, instance: Any) -> List[str]:
+def schema_errors(validator_cls, schema: dict, instance: Any) -> List[str]:
+    """Every error of `instance` against `schema`, as "<path>: <message>" lines."""
     errors = sorted(validator_cls(schema).iter_errors(instance), key=lambda e: list(e.path))
     found = []
     for error in errors:
@@ -345,19 +352,25 @@ def _schema_errors(validator_cls, schema: dict, instance: Any) -> List[str]:
     return found
 
 
+# The names these helpers had before they were public; tests written against them still work.
+_is_expression = is_expression
+_allow_default_none = allow_default_none
+_schema_errors = schema_errors
+
+
 def validate_config(schema_attributes: dict, config: dict) -> List[str]:
     """Validate a pack config against its config schema as StackStorm does when it
     registers the config: defaults applied, optional values nullable, draft 3 ``required``."""
     schema = {"type": "object", "properties": schema_attributes, "additionalProperties": True}
-    schema = _allow_default_none(schema)
-    return _schema_errors(St2Validator, schema, _assign_defaults(config or {}, schema))
+    schema = allow_default_none(schema)
+    return schema_errors(St2Validator, schema, _assign_defaults(config or {}, schema))
 
 
 def payload_errors(schema: dict, payload: Any) -> List[str]:
     """Reasons a sensor payload would not match its trigger's ``payload_schema``: by JSON
     Schema draft 4, and by StackStorm's own validator (which drops non-matching payloads)."""
-    found = _schema_errors(jsonschema.Draft4Validator, schema, payload)
-    for error in _schema_errors(St2Validator, _allow_default_none(schema), payload):
+    found = schema_errors(jsonschema.Draft4Validator, schema, payload)
+    for error in schema_errors(St2Validator, allow_default_none(schema), payload):
         if error not in found:
             found.append(error)
     return found
@@ -510,9 +523,9 @@ def check_parameter(where: str, name: Any, spec: Any) -> List[str]:
     if spec.get("immutable") is True and "default" not in spec:
         errors.append("%s: immutable but has no default" % (where))
 
-    if "default" in spec and spec["default"] is not None and not _is_expression(spec["default"]):
+    if "default" in spec and spec["default"] is not None and not is_expression(spec["default"]):
         if not errors:
-            for problem in _schema_errors(St2Validator, _allow_default_none(
+            for problem in schema_errors(St2Validator, allow_default_none(
                     {"type": "object", "properties": {name: spec}}), {name: spec["default"]}):
                 errors.append("%s: default %r does not match: %s"
                               % (where, spec["default"], problem.split(": ", 1)[1]))
@@ -888,7 +901,7 @@ def _check_task(where: str, name: str, task: Any, tasks: dict, index: PackIndex)
         errors.append("%s: unknown keys %s" % (here, ", ".join(unknown)))
 
     action = task.get("action")
-    if action is not None and not _is_expression(action):
+    if action is not None and not is_expression(action):
         ref = (str(action).split() or [""])[0]
         accepted = index.action_parameters(ref)
         if accepted is None:

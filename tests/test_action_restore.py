@@ -81,3 +81,27 @@ class RestoreActionTest(BaseActionTestCase):
             message_id=MID, recipients=["bob@corp.example"], preview=True)
         assert [o["status"] for o in result["outcomes"]] == ["previewed"]
         assert folders(self.box, "bob@corp.example") == ["trash"]
+
+    def test_restore_as_chunks_of_one_run(self):
+        from aggregate_run import AggregateRunAction
+        from retraction.validation import InvalidRequest
+        from split_recipients import SplitRecipientsAction
+
+        ok, plan = SplitRecipientsAction(config=self.config).run(
+            message_id=MID, recipients=["bob@corp.example", "dave@corp-mail.example"],
+            destination="inbox", chunk_size=1)
+        with pytest.raises(InvalidRequest) as caught:  # 31 hex digits: not a run id
+            self.get_action_instance(self.config).run(
+                message_id=MID, recipients=["bob@corp.example"], run_id=plan["run_id"][:-1])
+        assert caught.value.field == "run_id"
+        for chunk in plan["chunks"]:
+            ok, result = self.get_action_instance(self.config).run(
+                message_id=MID, recipients=chunk, run_id=plan["run_id"])
+            assert ok and result["chunk"] is True and result["run_id"] == plan["run_id"]
+        ok, done = AggregateRunAction(config=self.config).run(run_id=plan["run_id"])
+        assert done["state"] == "finished"
+        record = done["metric_record"]
+        assert (record["total"], record["retracted"], record["by_destination"]) == \
+            (2, 2, {"inbox": 2})
+        assert folders(self.box, "bob@corp.example") == ["inbox"]
+        assert folders(self.box, "dave@corp-mail.example") == ["inbox"]

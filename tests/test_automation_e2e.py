@@ -1,338 +1,34 @@
 """The automatic flow end to end, without StackStorm's engine but with every piece it would run:
 
 sensor poll (the real sensors against the sandbox's Cloudflare API) -> dispatched payload ->
-the rule's parameters rendered and cast as StackStorm does (test_rules) -> the auto_retract
-workflow walked task by task, its Jinja expressions evaluated as Orquesta evaluates them ->
-plan -> (core.ask answered by the test) -> retract_campaign (walked the same way when its
-expressions are Jinja: split_recipients -> retract chunks -> aggregate_run) -> the real
-providers against the sandbox tenant -> the ledger (SQLite in tmp_path).
+the rule's parameters rendered and cast as StackStorm does -> the auto_retract workflow walked
+task by task, its Jinja expressions evaluated as Orquesta evaluates them -> plan -> (core.ask
+answered by the test) -> retract_campaign (walked the same way: split_recipients -> retract
+chunks -> aggregate_run) -> the real providers against the sandbox tenant -> the ledger
+(SQLite in tmp_path).
 
-`Walker` covers the part of Orquesta this pack uses: inputs, vars, output, tasks with action,
-input, with-items (items, concurrency), next (when, publish, do), the engine commands fail and
-noop, and start tasks (those no transition leads to). Expressions are evaluated as Orquesta
-evaluates them: Jinja with jinja2, YAQL with yaql (the engine Orquesta uses), with Orquesta's
-functions ctx(), result(), succeeded(), failed() and item(). Tasks run one at a time; with-items
-items too (concurrency only bounds parallelism, the results are the same).
+The StackStorm parts (rule engine, action runner, Orquesta walker) are tools/st2local, the
+harness the demo uses too; its docstrings say what it models and what it leaves out.
 """
-import copy
-import functools
-import importlib
-import inspect
-import json
 import os
-import re
 from datetime import datetime, timezone
 
-import jinja2
 import pytest
 from st2tests.base import BaseSensorTestCase
-from st2tests.mocks.action import MockActionService, MockActionWrapper
 
-import conformance
-from conftest import PACK_REF, PACK_ROOT
 from retraction.ledger import Ledger
-from st2common.runners.utils import get_action_class_instance
-from test_rules import SensorDrive, enforce, parameter_problems, rules_for
+from tools.st2local import RuleEngine, Runtime, SensorDrive
 from verdict_sensor import VerdictSensor
 
 pytest_plugins = ["sandbox.pytest_plugin"]
 
-ACTIONS_DIR = os.path.join(PACK_ROOT, "actions")
 ABC = "<abc@evil.example>"
 ABC_FOLDERS = {  # where the basic tenant's copies of ABC start
     "alice@corp.example": "inbox", "bob@corp.example": "trash",
     "shared-ops@corp.example": "inbox", "exec@corp.example": "inbox",
     "carol@corp-mail.example": "inbox", "dave@corp-mail.example": "junk",
 }
-
-
-# --- Orquesta, the part this pack uses --------------------------------------------------------
-
-class WorkflowError(AssertionError):
-    """The workflow definition does something Orquesta would refuse or this walker lacks."""
-
-
-# Orquesta's workflow functions; `context` is the evaluator's context: a dict for Jinja, a
-# yaql context for YAQL (yaql passes it to a parameter named `context`).
-def _ctx(context, key=None):
-    variables = context["__vars"]
-    if key is None:
-        return variables
-    if key not in variables:
-        raise WorkflowError("ctx(%r) is referenced before assignment" % key)
-    return variables[key]
-
-
-def _result(context):
-    return (context["__current_task"] or {}).get("result")
-
-
-def _succeeded(context):
-    return (context["__current_task"] or {}).get("status") == "succeeded"
-
-
-def _failed(context):
-    return (context["__current_task"] or {}).get("status") == "failed"
-
-
-def _item(context, key=None):
-    item = context["__current_item"]
-    return item if key is None else item[key]
-
-
-FUNCTIONS = {"ctx": _ctx, "result": _result, "succeeded": _succeeded, "failed": _failed,
-             "item": _item}
-_JINJA_EXPR = re.compile("{{.*?}}")
-_JINJA_BLOCK = re.compile("{%.*?%}")
-_YAQL_EXPR = re.compile("<%.*?%>")
-_ORQUESTA_JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True,
-                                     lstrip_blocks=True)
-_YAQL = {}
-
-
-def _yaql():
-    """Orquesta's YAQL engine and root context, built once (yaql is a test dependency)."""
-    if not _YAQL:
-        import collections.abc  # noqa: F401  (yaql 3.2 uses it without importing it)
-
-        import yaql
-
-        root = yaql.create_context()
-        for name, func in FUNCTIONS.items():
-            root.register_function(func, name=name)
-        _YAQL["engine"] = yaql.language.factory.YaqlFactory().create()
-        _YAQL["root"] = root
-    return _YAQL["engine"], _YAQL["root"]
-
-
-def _evaluate_text(text, data):
-    """One string, as orquesta's Jinja or YAQL evaluator does it: a string that is one
-    expression yields its native value; expressions inside text are substituted."""
-    jinja_exprs, yaql_exprs = _JINJA_EXPR.findall(text), _YAQL_EXPR.findall(text)
-    if jinja_exprs and yaql_exprs:
-        raise WorkflowError("%r mixes Jinja and YAQL (Orquesta refuses it)" % text)
-    if _JINJA_BLOCK.search(text):
-        raise WorkflowError("Jinja block in %r: not used by this pack" % text)
-    output = text
-    if jinja_exprs:
-        scope = {"__vars": data, "__current_task": data.get("__current_task"),
-                 "__current_item": data.get("__current_item")}
-        names = dict((name, functools.partial(func, scope)) for name, func in FUNCTIONS.items())
-        for expr in jinja_exprs:
-            compiled = _ORQUESTA_JINJA.compile_expression(expr[2:-2].strip(),
-                                                          undefined_to_none=False)
-            value = compiled(**names)
-            if isinstance(value, jinja2.Undefined):
-                str(value)  # raises UndefinedError naming what is missing, as Orquesta does
-            output = _substitute(output, expr, value, len(jinja_exprs))
-    for expr in yaql_exprs:
-        from yaql.language import utils as yaql_utils
-
-        engine, root = _yaql()
-        context = root.create_child_context()
-        context["__vars"] = yaql_utils.convert_input_data(data)
-        context["__current_task"] = context["__vars"].get("__current_task")
-        context["__current_item"] = context["__vars"].get("__current_item")
-        value = engine(expr[2:-2].strip()).evaluate(context=context)
-        output = _substitute(output, expr, value, len(yaql_exprs))
-    return output
-
-
-def _substitute(output, expr, value, count):
-    if inspect.isgenerator(value):
-        value = list(value)
-    if count > 1 or len(output) > len(expr):
-        return output.replace(expr, str(value))
-    return value
-
-
-def evaluate(statement, data):
-    """orquesta.expressions.base.evaluate: dicts and lists are evaluated item by item."""
-    if isinstance(statement, dict):
-        return {evaluate(k, data): evaluate(v, data) for k, v in statement.items()}
-    if isinstance(statement, list):
-        return [evaluate(item, data) for item in statement]
-    if isinstance(statement, str):
-        return _evaluate_text(statement, data)
-    return statement
-
-
-class Walker(object):
-    """Runs workflows and actions of this pack as StackStorm would, one task at a time."""
-
-    def __init__(self, config, answer=None):
-        self.config = config
-        self.answer = answer  # core.ask: schema -> response dict, or None (expired)
-        self.index = conformance.PackIndex.load(PACK_ROOT, PACK_REF)
-        self.trail = []  # (action ref, parameters, status) in the order they ran
-        self.inquiries = []
-
-    # actions -------------------------------------------------------------------------
-    def run_action(self, ref, params):
-        """(status, result) of one action execution, parameters checked and defaulted as
-        StackStorm schedules them."""
-        accepted = self.index.action_parameters(ref)
-        if accepted is None:
-            raise WorkflowError("action %s does not exist" % ref)
-        params = {k: v for k, v in params.items()}
-        problems = parameter_problems(params, accepted, ref)
-        if problems:
-            raise WorkflowError("StackStorm would refuse %s: %s" % (ref, problems))
-        params = self._defaults(params, accepted)
-        if ref == "core.ask":
-            status, result = self._ask(params)
-        elif ref == "core.noop":
-            status, result = "succeeded", {}
-        else:
-            meta = self.index.actions[ref]
-            if meta["runner_type"] == "orquesta":
-                status, result = self.run_workflow(meta, params)
-            else:
-                status, result = self._python(meta, params)
-        self.trail.append((ref, params, status))
-        return status, result
-
-    def _defaults(self, params, accepted):
-        context = {"config_context": self.config,
-                   "action_context": {"user": "stanley", "api_user": None}}
-        env = jinja2.Environment(undefined=jinja2.StrictUndefined)
-        for name, spec in accepted.items():
-            if name in params or "default" not in spec:
-                continue
-            default = spec["default"]
-            if conformance._is_expression(default):
-                default = env.from_string(default).render(context)
-            params[name] = copy.deepcopy(default)
-        return params
-
-    def _python(self, meta, params):
-        module = importlib.import_module(os.path.splitext(meta["entry_point"])[0])
-        cls = next(v for v in vars(module).values()
-                   if isinstance(v, type) and v.__module__ == module.__name__
-                   and hasattr(v, "run"))
-        service = MockActionService(action_wrapper=MockActionWrapper(
-            pack=PACK_REF, class_name=cls.__name__))
-        action = get_action_class_instance(cls, config=self.config, action_service=service)
-        own = {k: v for k, v in params.items() if k in (meta.get("parameters") or {})}
-        try:
-            value = action.run(**own)
-        except Exception as exc:  # the runner reports the traceback; the result is empty
-            return "failed", {"result": None, "stderr": "%s: %s" % (type(exc).__name__, exc),
-                              "exit_code": 1}
-        ok = True
-        if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], bool):
-            ok, value = value
-        value = json.loads(json.dumps(value))  # what StackStorm stores
-        return ("succeeded" if ok else "failed"), {"result": value, "exit_code": 0}
-
-    def _ask(self, params):
-        schema = params["schema"]
-        self.inquiries.append(params)
-        response = self.answer(schema) if self.answer else None
-        if response is None:
-            return "failed", {"error": "inquiry timed out"}  # the TTL expired
-        validator = conformance.St2Validator(conformance._allow_default_none(schema))
-        errors = [e.message for e in validator.iter_errors(response)]
-        if errors:
-            raise WorkflowError("StackStorm would refuse the response %r: %s"
-                                % (response, errors))
-        response = dict(response)
-        for name, spec in schema.get("properties", {}).items():  # use_default=True
-            if name not in response and "default" in spec:
-                response[name] = spec["default"]
-        return "succeeded", dict(params, response=response)
-
-    # workflows ---------------------------------------------------------------------------
-    def run_workflow(self, meta, params):
-        path = os.path.join(ACTIONS_DIR, meta["entry_point"])
-        spec, problem = conformance.load_yaml(path)
-        assert problem is None, problem
-        variables = {}
-        for entry in spec.get("input") or []:
-            name, default = (entry, None) if isinstance(entry, str) else next(iter(entry.items()))
-            if name in params:
-                variables[name] = params[name]
-            else:
-                variables[name] = evaluate(default, self._scope(variables))
-        for item in spec.get("vars") or []:
-            (name, value), = item.items()
-            variables[name] = evaluate(value, self._scope(variables))
-        tasks = spec["tasks"]
-        targets = set()
-        for task in tasks.values():
-            for transition in (task or {}).get("next") or []:
-                targets.update(t.strip() for t in str(transition.get("do") or "").split(",")
-                               if t.strip())
-        queue = [name for name in tasks if name not in targets]
-        failed = False
-        errors = []
-        steps = 0
-        while queue:
-            steps += 1
-            if steps > 100:
-                raise WorkflowError("%s loops" % path)
-            name = queue.pop(0)
-            status, result, followed = self._task(name, tasks[name], variables)
-            for target in followed:
-                if target == "fail":
-                    failed = True
-                elif target not in ("noop", "continue"):
-                    queue.append(target)
-            if status == "failed" and not followed:
-                failed = True  # an unhandled task failure fails the workflow
-                errors.append({"task_id": name, "result": result})
-        output = {}
-        for item in spec.get("output") or []:
-            (name, value), = item.items()
-            output[name] = evaluate(value, self._scope(variables))
-        result = {"output": json.loads(json.dumps(output))}
-        if failed:
-            result["errors"] = errors or [{"message": "the workflow ran the fail command"}]
-        return ("failed" if failed else "succeeded"), result
-
-    @staticmethod
-    def _scope(variables, current=None, item=None):
-        """The data Orquesta evaluates an expression against: the variables, plus the task
-        being completed (result, status) and the with-items item."""
-        return dict(variables, __current_task=current, __current_item=item)
-
-    def _task(self, name, task, variables):
-        task = task or {}
-        unknown = set(task) - {"action", "input", "next", "with"}
-        if unknown:
-            raise WorkflowError("task %s uses %s, which this walker does not run"
-                                % (name, sorted(unknown)))
-        ref = (task.get("action") or "core.noop").split()[0]
-        with_ = task.get("with")
-        if with_:
-            items_expr = with_["items"] if isinstance(with_, dict) else with_
-            items = evaluate(items_expr, self._scope(variables))
-            results, status = [], "succeeded"
-            for item in items:
-                params = evaluate(task.get("input") or {}, self._scope(variables, item=item))
-                item_status, item_result = self.run_action(ref, params)
-                results.append(item_result)
-                if item_status != "succeeded":
-                    status = "failed"
-            result = results
-        else:
-            params = evaluate(task.get("input") or {}, self._scope(variables))
-            status, result = self.run_action(ref, params)
-        current = {"status": status, "result": result}
-        followed = []
-        for transition in task.get("next") or []:
-            when = transition.get("when")
-            if when is not None and not evaluate(when, self._scope(variables, current)):
-                continue
-            publish = transition.get("publish") or []
-            for entry in publish if isinstance(publish, list) else [publish]:
-                for key, value in entry.items():
-                    variables[key] = evaluate(value, self._scope(variables, current))
-            followed.extend(t.strip() for t in str(transition.get("do") or "").split(",")
-                            if t.strip())
-            if transition.get("do") is None:
-                followed.append("noop")  # a matched transition that ends the branch
-        return status, result, followed
+WEBHOOK = {"url": "email_retraction/verdict"}  # the core.st2.webhook trigger's parameters
 
 
 # --- the tests ----------------------------------------------------------------------------------
@@ -368,7 +64,7 @@ class AutomationEndToEndTest(BaseSensorTestCase):
 
     def dispatch(self, config, trigger, message_id=ABC, setup=None):
         """Poll the sensors (after `setup`) until they dispatch `trigger` for `message_id`."""
-        drive = SensorDrive(self, self.box, config)
+        drive = SensorDrive(config, service=self.sensor_service)
         dispatched = drive.poll()
         if setup is not None:
             setup()
@@ -381,11 +77,11 @@ class AutomationEndToEndTest(BaseSensorTestCase):
     def respond(self, config, trigger_ref, payload, answer=None):
         """What the rule on `trigger_ref` does with the payload: the rule's parameters, then
         the workflow it runs. Returns (status, output, walker)."""
-        (rule,) = rules_for(trigger_ref)
-        params, problems = enforce(rule, payload)
-        self.assertEqual(problems, [])
-        walker = Walker(config, answer=answer)
-        status, result = walker.run_action(rule["action"]["ref"], params)
+        walker = Runtime(config, answer=answer)
+        (enforcement,) = RuleEngine(walker).dispatch(trigger_ref, payload)
+        self.assertIsNone(enforcement.failure_reason)
+        self.assertEqual(enforcement.problems, [])
+        status, result = enforcement.status, enforcement.result
         return status, result["output"], walker
 
     def ledger_run(self, run_id):
@@ -589,7 +285,7 @@ class AutomationEndToEndTest(BaseSensorTestCase):
 
     # -- bad input -----------------------------------------------------------------------------
     def test_bad_input_fails_in_plan_naming_the_field(self):
-        walker = Walker(self.config())
+        walker = Runtime(self.config())
         status, result = walker.run_action("email_retraction.auto_retract", {
             "message_id": "<abc@evil.example>", "recipients": ["alice@corp.example", "x y@z.io"],
             "disposition": "MALICIOUS", "verdict_time": "2024-01-01T00:00:00Z",
@@ -630,11 +326,12 @@ class WebhookEndToEndTest(BaseSensorTestCase):
 
     def post(self, body):
         """POST /api/v1/webhooks/email_retraction/verdict, as the rule hands it on."""
-        (rule,) = rules_for("core.st2.webhook")
-        params, problems = enforce(rule, {"body": body, "headers": {}})
-        self.assertEqual(problems, [])
-        walker = Walker(self.config)
-        status, result = walker.run_action(rule["action"]["ref"], params)
+        walker = Runtime(self.config)
+        (enforcement,) = RuleEngine(walker).dispatch("core.st2.webhook",
+                                                     {"body": body, "headers": {}}, WEBHOOK)
+        self.assertIsNone(enforcement.failure_reason)
+        self.assertEqual(enforcement.problems, [])
+        status, result = enforcement.status, enforcement.result
         return status, result["output"], walker
 
     def test_a_verdict_from_another_source(self):

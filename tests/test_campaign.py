@@ -121,18 +121,18 @@ def test_placed_by_names_the_run_that_counts(ledger):
     second = request_for(["a@corp.example"])
     ledger.record_run_started(second)
     ledger.record_outcomes([outcome(second, "a@corp.example", "already_in_destination")])
-    found = campaign.placed_by(ledger, MSGID, "junk", ["A@corp.example", "b@corp.example",
+    found = ledger.placed_by(MSGID, "junk", ["A@corp.example", "b@corp.example",
                                                        "c@corp.example", "d@corp.example"])
     assert found == {"A@corp.example": campaign.Earlier(first.run_id, "retracted"),
                      "b@corp.example": campaign.Earlier(first.run_id,
                                                         "already_in_destination")}
-    assert campaign.placed_by(ledger, MSGID, "trash", ["a@corp.example"]) == {}
+    assert ledger.placed_by(MSGID, "trash", ["a@corp.example"]) == {}
     # Restored to the inbox: no longer in junk, so nothing to skip there.
     undo = request_for(["a@corp.example"], destination=Destination.INBOX)
     ledger.record_run_started(undo)
     ledger.record_outcomes([outcome(undo, "a@corp.example", "retracted")])
-    assert campaign.placed_by(ledger, MSGID, "junk", ["a@corp.example"]) == {}
-    assert campaign.placed_by(ledger, MSGID, "inbox", ["a@corp.example"]) == {
+    assert ledger.placed_by(MSGID, "junk", ["a@corp.example"]) == {}
+    assert ledger.placed_by(MSGID, "inbox", ["a@corp.example"]) == {
         "a@corp.example": campaign.Earlier(undo.run_id, "retracted")}
 
 
@@ -141,7 +141,7 @@ def test_placed_by_reads_many_recipients_in_pieces(ledger):
     run = request_for(recipients)
     ledger.record_run_started(run)
     ledger.record_outcomes([outcome(run, r, "retracted") for r in recipients[::2]])
-    found = campaign.placed_by(ledger, MSGID, "junk", recipients)
+    found = ledger.placed_by(MSGID, "junk", recipients)
     assert sorted(found) == recipients[::2]
     assert {e.run_id for e in found.values()} == {run.run_id}
 

@@ -42,7 +42,25 @@ def test_example_file_loads_with_its_values():
     assert settings.auto_retract.destination_for(Disposition.SPAM) is None
     assert settings.limits == LimitsSettings()
     assert settings.approval.threshold == 300
+    assert (settings.approval.route, settings.approval.users, settings.approval.roles,
+            settings.approval.ttl_minutes) == ("email_retraction", (), (), 1440)
     assert settings.verdicts.submission_dispositions == ("MALICIOUS",)
+    assert settings.verdicts.per_page == 1000
+
+
+def test_approval_routing_and_verdict_page_size():
+    settings = load_settings(St2Config(
+        approval=St2Config(route="#soc-approvals", users=["alice", "bob", "alice"],
+                           roles="soc_lead, admin", ttl_minutes="30"),
+        verdicts=St2Config(per_page=250)))
+    assert settings.approval.route == "#soc-approvals"
+    assert settings.approval.users == ("alice", "bob")  # repeats dropped, order kept
+    assert settings.approval.roles == ("soc_lead", "admin")  # a comma list, as elsewhere
+    assert settings.approval.ttl_minutes == 30
+    assert settings.approval.threshold == 300 and settings.approval.hard_delete is True
+    assert settings.verdicts.per_page == 250
+    assert load_settings({"verdicts": {"per_page": 1}}).verdicts.per_page == 1
+    assert load_settings({"approval": {"route": ""}}).approval.route == "email_retraction"
 
 
 def test_defaults_match_the_example_for_structural_settings():
@@ -99,6 +117,16 @@ def test_settings_pass_through():
      "auto_retract.dispositions.MALICIOUS"),
     ({"auto_retract": {"dispositions": ["MALICIOUS"]}}, "auto_retract.dispositions"),
     ({"approval": {"threshold": -1}}, "approval.threshold"),
+    ({"approval": {"route": "two words"}}, "approval.route"),
+    ({"approval": {"route": 7}}, "approval.route"),
+    ({"approval": {"users": ["alice", "b ob"]}}, "approval.users"),
+    ({"approval": {"users": [1]}}, "approval.users"),
+    ({"approval": {"roles": {"admin": True}}}, "approval.roles"),
+    ({"approval": {"ttl_minutes": 0}}, "approval.ttl_minutes"),
+    ({"approval": {"ttl_minutes": "a day"}}, "approval.ttl_minutes"),
+    ({"verdicts": {"per_page": 0}}, "verdicts.per_page"),
+    ({"verdicts": {"per_page": 1001}}, "verdicts.per_page"),
+    ({"verdicts": {"per_page": 2.5}}, "verdicts.per_page"),
     ({"verdicts": {"dispositions": ["bad word!"]}}, "verdicts.dispositions"),
     ({"verdicts": {"lookback_hours": "a day"}}, "verdicts.lookback_hours"),
     ({"ledger_url": 5}, "ledger_url"),

@@ -86,6 +86,29 @@ def test_outcomes_round_trip_every_field(ledger):
     assert run["message_id"] == MSG and run["destination"] == "junk"
 
 
+def test_attempts_zero_is_kept_in_detail_rows(ledger):
+    """0 attempts means no provider was asked (answered from the ledger, refused by policy,
+    provider unavailable); it must not read back as 1."""
+    start(ledger, "run-1")
+    ledger.record_outcomes([
+        oc("run-1", "asked@corp.example", attempts=4),
+        oc("run-1", "skipped@corp.example", status="already_in_destination", attempts=0,
+           error_code="skipped_already_retracted", at=1),
+        oc("run-1", "refused@corp.example", status="failed", reason="out_of_scope",
+           error_code="protected_mailbox", attempts=0, at=2),
+        oc("run-1", "down@corp.example", status="failed", reason="not_authorized",
+           error_code="invalid_client", attempts=0, at=3),
+    ])
+    rows, _ = ledger.details(WINDOW)
+    assert {r["recipient"]: r["attempts"] for r in rows} == {
+        "asked@corp.example": 4, "skipped@corp.example": 0, "refused@corp.example": 0,
+        "down@corp.example": 0}
+    assert sorted(o.attempts for o in ledger.outcomes_for_run("run-1")) == [0, 0, 0, 4]
+    with pytest.raises(InvalidParameter) as error:
+        ledger.record_outcomes([oc("run-1", "bad@corp.example", attempts=-1)])
+    assert error.value.field == "outcome.attempts"
+
+
 def test_naive_times_are_utc(ledger):
     naive = T0.replace(tzinfo=None)
     ledger.record_outcomes([oc("run-1", "a@corp.example", completed_at=naive,

@@ -66,7 +66,7 @@ def test_new_ledger_is_created_at_head_exactly_as_the_code_expects(url):
         names = set(inspect(conn).get_table_names())
     engine.dispose()
     assert differences == []
-    assert names == {"meta", "runs", "outcomes", "copies", "episodes", VERSION_TABLE}
+    assert names == {"meta", "runs", "outcomes", "copies", "episodes", "decisions", VERSION_TABLE}
 
 
 def _write_v1(engine, written):

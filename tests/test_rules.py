@@ -1,20 +1,11 @@
 """The rules, rendered as StackStorm's rules engine renders them, from payloads the REAL sensors
 dispatch against the sandbox's Cloudflare API.
 
-What StackStorm does with a rule's action parameters (st2reactor datatransform +
-st2common.util.jinja.render_values + action_param_utils.cast_params + parameter validation):
-1. render each value with Jinja (StrictUndefined: a missing payload field fails the rule;
-   `use_none` turns None into a magic string), dicts and lists through json.dumps/loads;
-   a value without a template keeps its original type;
-2. cast the rendered strings to each parameter's type (object/array: JSON, else a Python
-   literal; the magic string becomes None);
-3. validate against the action's parameters: unknown names, required ones, types (draft 4,
-   `required: true` inside a property, optional ones nullable), defaults applied.
-The helpers below do exactly that, so a rule that passes here is one StackStorm would run.
+The rendering (Jinja with StrictUndefined and `use_none`, casting to the action's parameter
+types, validation against its parameters) and the sensor polling are tools/st2local's, the one
+StackStorm stand-in the tests and `make demo` share; see tools/st2local/rules.py for what it
+does. A rule that passes here is one StackStorm would run.
 """
-import ast
-import copy
-import json
 import os
 import re
 
@@ -24,12 +15,11 @@ from st2tests.base import BaseSensorTestCase
 
 import conformance
 from conftest import PACK_REF, PACK_ROOT
-from submission_sensor import SubmissionSensor
+from tools.st2local import SensorDrive, enforce, load_rule, rules_for
 from verdict_sensor import VerdictSensor
 
 pytest_plugins = ["sandbox.pytest_plugin"]
 
-NONE_MAGIC_VALUE = "%*****__%NONE%__*****%"
 INDEX = conformance.PackIndex.load(PACK_ROOT, PACK_REF)
 RULES_DIR = os.path.join(PACK_ROOT, "rules")
 SENSOR_TRIGGERS = ("email_retraction.verdict", "email_retraction.verdict_changed",
@@ -40,172 +30,23 @@ TRIGGER_WORD = {"email_retraction.verdict": "disposition",
 ABC = "<abc@evil.example>"
 
 
-# --- StackStorm's rule rendering --------------------------------------------------------------
-
-def st2_jinja_environment():
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True,
-                             lstrip_blocks=True)
-    env.filters["use_none"] = lambda value: NONE_MAGIC_VALUE if value is None else value
-    env.tests["in"] = lambda item, seq: item in seq
-    return env
+def drive(case, sandbox, config=None):
+    """The pack's sensors polled with the test case's sensor service (one datastore), each
+    dispatched payload checked against its trigger type's payload_schema."""
+    return SensorDrive(config or sandbox.pack_config(), service=case.sensor_service)
 
 
-def render_values(mapping, context):
-    """st2common.util.jinja.render_values."""
-    super_context = {"__context": context}
-    super_context.update(context)
-    env = st2_jinja_environment()
-    rendered = {}
-    for key, value in (mapping or {}).items():
-        reverse_json = isinstance(value, (dict, list))
-        text = json.dumps(value) if reverse_json else (
-            value if isinstance(value, str) else str(value))
-        out = env.from_string(text).render(super_context)
-        if out == text:
-            rendered[key] = mapping[key]
-            continue
-        rendered[key] = json.loads(out) if reverse_json else out
-    return rendered
-
-
-def _none(value):
-    return None if isinstance(value, str) and value == NONE_MAGIC_VALUE else value
-
-
-def _cast_object(value):
-    value = _none(value)
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return ast.literal_eval(value)
-    return value
-
-
-def _cast_string(value):
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValueError("Value %r must either be a string or None" % (value,))
-    return _none(value)
-
-
-CASTS = {
-    "array": _cast_object, "object": _cast_object, "string": _cast_string,
-    "boolean": lambda v: ast.literal_eval(_none(v).capitalize()) if isinstance(_none(v), str)
-    else _none(v),
-    "integer": lambda v: None if _none(v) is None else int(_none(v)),
-    "number": lambda v: None if _none(v) is None else float(_none(v)),
-}
-
-
-def cast_params(params, accepted):
-    """st2common.util.action_db.cast_params."""
-    out = {}
-    for name, value in params.items():
-        type_ = (accepted.get(name) or {}).get("type")
-        out[name] = CASTS[type_](value) if type_ in CASTS else value
-    return out
-
-
-def parameter_problems(params, accepted, ref):
-    """What StackStorm refuses when it schedules `ref` with `params` (after casting)."""
-    problems = ["%r is not a parameter of %s" % (k, ref) for k in params if k not in accepted]
-    for name, spec in sorted(accepted.items()):
-        if spec.get("required") is True and "default" not in spec and name not in params:
-            problems.append("required parameter %r of %s is missing" % (name, ref))
-    schema = {"type": "object", "properties": copy.deepcopy(accepted)}
-    instance = dict(params)
-    for name, spec in accepted.items():  # use_default=True
-        if name not in instance and "default" in spec and not conformance._is_expression(
-                spec["default"]):
-            instance[name] = copy.deepcopy(spec["default"])
-    validator = conformance.St2Validator(conformance._allow_default_none(schema))
-    for error in validator.iter_errors(instance):
-        where = ".".join(str(p) for p in error.path) or "(top)"
-        problems.append("%s: %s" % (where, error.message))
-    return problems
-
-
-def load_rule(name):
-    rule, problem = conformance.load_yaml(os.path.join(RULES_DIR, name + ".yaml"))
-    assert problem is None, problem
-    return rule
-
-
-def enforce(rule, payload):
-    """The parameters StackStorm would run the rule's action with for this trigger payload,
-    and the problems it would refuse them for."""
-    ref = rule["action"]["ref"]
-    accepted = INDEX.action_parameters(ref)
-    assert accepted is not None, ref
-    rendered = render_values(rule["action"].get("parameters") or {}, {"trigger": payload})
-    params = cast_params(rendered, accepted)
-    return params, parameter_problems(params, accepted, ref)
-
-
-def rules_for(trigger_ref):
-    """Every enabled rule of the pack on this trigger type."""
-    found = []
-    for path in conformance.metadata_files(PACK_ROOT, "rule"):
-        rule, _ = conformance.load_yaml(path)
-        if rule["trigger"]["type"] == trigger_ref and rule.get("enabled") is True:
-            found.append(rule)
-    return found
-
-
-# --- payloads from the real sensors -----------------------------------------------------------
-
-def schemas():
-    found = {}
-    for name in ("verdict_sensor", "submission_sensor"):
-        meta, _ = conformance.load_yaml(os.path.join(PACK_ROOT, "sensors", name + ".yaml"))
-        for trigger in meta["trigger_types"]:
-            found["email_retraction." + trigger["name"]] = trigger["payload_schema"]
-    return found
-
-
-SCHEMAS = schemas()
-
-
-class SensorDrive(object):
-    """Polls the pack's sensors against the sandbox through StackStorm's sensor test base
-    (one sensor service, one datastore, as one sensor container would give each)."""
-
-    def __init__(self, case, sandbox, config=None):
-        self.case = case
-        self.sandbox = sandbox
-        self.config = config or sandbox.pack_config()
-        self.verdicts = VerdictSensor(sensor_service=case.sensor_service, config=self.config,
-                                      poll_interval=60)
-        self.submissions = SubmissionSensor(sensor_service=case.sensor_service,
-                                            config=self.config, poll_interval=60)
-        self.verdicts.setup()
-        self.submissions.setup()
-        self.seen = 0
-
-    def poll(self):
-        """Poll both sensors; the triggers dispatched by this poll, each checked against its
-        trigger type's payload_schema (StackStorm silently drops a payload that fails)."""
-        self.verdicts.poll()
-        self.submissions.poll()
-        dispatched = self.case.get_dispatched_triggers()[self.seen:]
-        self.seen += len(dispatched)
-        for item in dispatched:
-            assert conformance.payload_errors(SCHEMAS[item["trigger"]], item["payload"]) == []
-        return [(item["trigger"], item["payload"]) for item in dispatched]
-
-    def every_trigger(self):
-        """A new verdict, a disposition changed after delivery, a confirmed user report."""
-        first = self.poll()  # the basic tenant's two verdicts
-        clean = self.sandbox.add_verdict(message_id="<late@evil.example>",
-                                         final_disposition="NONE", scanned_at="-1m",
-                                         to=["alice@corp.example", "carol@corp-mail.example"],
-                                         subject=None)
-        self.poll()
-        self.sandbox.rescan(clean["id"], "MALICIOUS")
-        self.sandbox.confirm_submission("s-1", "MALICIOUS")
-        return first + self.poll()
+def every_trigger(sensors, sandbox):
+    """A new verdict, a disposition changed after delivery, a confirmed user report."""
+    first = sensors.poll()  # the basic tenant's two verdicts
+    clean = sandbox.add_verdict(message_id="<late@evil.example>", final_disposition="NONE",
+                                scanned_at="-1m",
+                                to=["alice@corp.example", "carol@corp-mail.example"],
+                                subject=None)
+    sensors.poll()
+    sandbox.rescan(clean["id"], "MALICIOUS")
+    sandbox.confirm_submission("s-1", "MALICIOUS")
+    return first + sensors.poll()
 
 
 class RuleRenderingTest(BaseSensorTestCase):
@@ -223,7 +64,7 @@ class RuleRenderingTest(BaseSensorTestCase):
             self.assertEqual(rules[0]["action"]["parameters"]["trigger"], TRIGGER_WORD[trigger])
 
     def test_sensor_payloads_render_into_valid_auto_retract_parameters(self):
-        dispatched = SensorDrive(self, self.sandbox).every_trigger()
+        dispatched = every_trigger(drive(self, self.sandbox), self.sandbox)
         kinds = sorted(set(trigger for trigger, _ in dispatched))
         self.assertEqual(kinds, sorted(SENSOR_TRIGGERS))
         for trigger, payload in dispatched:
@@ -255,7 +96,7 @@ class RuleRenderingTest(BaseSensorTestCase):
         self.sandbox.add_verdict(message_id="<o'neil+x@evil.example>", final_disposition="SPOOF",
                                  scanned_at="-1m", subject="{{ 7 * 7 }} & \"quotes\" 'too'",
                                  to=["o'brien@corp.example"])
-        dispatched = SensorDrive(self, self.sandbox).poll()
+        dispatched = drive(self, self.sandbox).poll()
         payload = next(p for t, p in dispatched if p["message_id"] == "<o'neil+x@evil.example>")
         params, problems = enforce(load_rule("auto_retract_on_verdict"), payload)
         self.assertEqual(problems, [])

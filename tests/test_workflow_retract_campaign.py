@@ -1,14 +1,13 @@
 """The `retract_campaign` workflow, step by step, in-process, against the sandbox tenant and a
 real ledger (SQLite, and PostgreSQL when EMAIL_RETRACTION_TEST_POSTGRES_URL is set).
 
-Orquesta cannot run here, so `Walker` walks actions/workflows/retract_campaign.yaml itself:
-every expression in the file is evaluated by the real yaql library with Orquesta's context
-functions (ctx, result, item, succeeded, failed), every action call is checked against the
-action's metadata as StackStorm checks it, and the task results have StackStorm's shape for
-Python actions ({"result": <return value>, ...}; a runner that died leaves no result). A
-with-items task schedules `concurrency` items at a time and none after a failed item, as
-Orquesta does once no item is running. What it does not model (parallel branches, joins,
-retries) this workflow does not use.
+Orquesta cannot run here, so tools/st2local (the StackStorm stand-in the tests and the demo
+share) walks actions/workflows/retract_campaign.yaml: every expression in the file is evaluated
+by the real yaql library with Orquesta's context functions (ctx, result, item, succeeded,
+failed), every action call is checked against the action's metadata as StackStorm checks it,
+and the task results have StackStorm's shape for Python actions ({"result": <return value>,
+...}; a runner that died leaves no result). A with-items task keeps `concurrency` items in
+flight and schedules none once an item failed and none is running, as Orquesta does.
 
 The scenario (one known tenant, four runs, exact figures):
   run1  manual `retract` to junk: 2 retracted, 1 already there, 3 failed.
@@ -19,21 +18,12 @@ The scenario (one known tenant, four runs, exact figures):
   run3  manual rerun of run1's request (no skipping): nothing new.
   run4  `restore` of one copy to the inbox.
 """
-import collections.abc  # (also: yaql 3.2 uses collections.abc without importing it)
-import copy
-import json
 import os
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
 
-import jinja2
 import pytest
-import yaml
-import yaql
-from yaql.language import utils as yaql_utils
 
-import conformance
-from aggregate_run import AggregateRunAction
 from conftest import PACK_ROOT
 from ledger_db import BACKENDS, database_url
 from restore import RestoreAction
@@ -41,208 +31,20 @@ from retract import RetractAction
 from retraction.ledger import Ledger
 from retraction_details import RetractionDetailsAction
 from retraction_metrics import RetractionMetricsAction
-from split_recipients import SplitRecipientsAction
+from tools.st2local import Runtime
 
 pytest_plugins = ["sandbox.pytest_plugin"]
 
-WORKFLOW = os.path.join(PACK_ROOT, "actions", "workflows", "retract_campaign.yaml")
 BASIC = os.path.join(PACK_ROOT, "sandbox", "scenarios", "basic.yaml")
-ACTION_CLASSES = {"split_recipients": SplitRecipientsAction, "retract": RetractAction,
-                  "aggregate_run": AggregateRunAction}
 MID = "<abc@evil.example>"
-ENGINE_COMMANDS = ("noop", "continue", "fail")
 
 
-# -- the walker ------------------------------------------------------------------------------
-
-def _orquesta_functions():
-    def ctx_(context, name=None):
-        data = context["__vars"]
-        if name is None:
-            return data
-        if name not in data:
-            raise KeyError("ctx(%s) is not defined" % name)
-        return data[name]
-
-    def result_(context):
-        return context["__current_task"]["result"]
-
-    def item_(context):
-        return context["__current_item"]
-
-    def succeeded_(context):
-        return context["__current_task"]["status"] == "succeeded"
-
-    def failed_(context):
-        return context["__current_task"]["status"] == "failed"
-
-    root = yaql.create_context()
-    for fn, name in ((ctx_, "ctx"), (result_, "result"), (item_, "item"),
-                     (succeeded_, "succeeded"), (failed_, "failed")):
-        root.register_function(fn, name=name)
-    return root
-
-
-YAQL = yaql.factory.YaqlFactory().create()
-ROOT_CONTEXT = _orquesta_functions()
-
-
-def _plain(value):
-    """yaql's frozen dicts and tuples back to JSON-like dicts and lists."""
-    if isinstance(value, collections.abc.Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _targets(do):
-    if do is None:
-        return []
-    return [t.strip() for t in do.split(",")] if isinstance(do, str) else list(do)
-
-
-def _metadata(name):
-    with open(os.path.join(PACK_ROOT, "actions", name + ".yaml")) as handle:
-        return yaml.safe_load(handle)
-
-
-ACTION_CONTEXT = {"user": "stanley", "api_user": None}  # who StackStorm says is running it
-
-
-def _with_defaults(name, params):
-    """Parameters as StackStorm hands them to an action: missing ones get the metadata's
-    default (Jinja defaults rendered with the action context), then the whole set is checked
-    against the metadata's schema as StackStorm checks it."""
-    specs = _metadata(name).get("parameters") or {}
-    params = dict(params)
-    for key, spec in specs.items():
-        if key not in params and "default" in spec:
-            default = spec["default"]
-            if isinstance(default, str) and "{{" in default:
-                default = jinja2.Template(default).render(action_context=ACTION_CONTEXT)
-            params[key] = default
-    schema = {"type": "object", "properties": specs, "additionalProperties": False}
-    errors = conformance._schema_errors(conformance.St2Validator,
-                                        conformance._allow_default_none(schema), params)
-    assert errors == [], (name, errors)
-    return params
-
-
-class Walker:
-    def __init__(self, config, inputs, crash=(), around=None):
-        with open(WORKFLOW) as handle:
-            self.spec = yaml.safe_load(handle)
-        self.config = config
-        self.crash = set(crash)  # (task, item index): the action runner dies there
-        self.around = around or {}  # (task, item index): (before, after) callables
-        self.calls = []
-        self.ctx = {}
-        inputs = _with_defaults("retract_campaign", inputs)
-        for entry in self.spec.get("input") or []:
-            name, default = (entry, None) if isinstance(entry, str) else next(iter(entry.items()))
-            self.ctx[name] = inputs.get(name, default)
-        unknown = set(inputs) - set(self.ctx)
-        assert not unknown, "not workflow inputs: %s" % unknown
-        for entry in self.spec.get("vars") or []:
-            (name, value), = entry.items()
-            self.ctx[name] = self.evaluate(value)
-
-    def evaluate(self, value, current=None, item=None):
-        if isinstance(value, dict):
-            return {k: self.evaluate(v, current, item) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self.evaluate(v, current, item) for v in value]
-        if not isinstance(value, str):
-            return value
-        text = value.strip()
-        assert "{{" not in text, "this walker evaluates YAQL only: %r" % text
-        if "<%" not in text:
-            return value
-        assert text.startswith("<%") and text.endswith("%>") and text.count("<%") == 1, text
-        context = ROOT_CONTEXT.create_child_context()
-        context["__vars"] = yaql_utils.convert_input_data(copy.deepcopy(self.ctx))
-        context["__current_task"] = yaql_utils.convert_input_data(copy.deepcopy(current))
-        context["__current_item"] = yaql_utils.convert_input_data(copy.deepcopy(item))
-        return _plain(YAQL(text[2:-2].strip()).evaluate(context=context))
-
-    def execute(self, ref, params, where=(None, None)):
-        """One action execution as StackStorm runs it: (status, result)."""
-        self.calls.append((where, ref, params))
-        if ref == "core.noop":
-            return "succeeded", {}
-        pack, _, name = ref.partition(".")
-        assert pack == "email_retraction", ref
-        params = _with_defaults(name, params)
-        if where in self.crash:
-            return "failed", {"result": None, "exit_code": -9, "stdout": "",
-                              "stderr": "the action runner died"}
-        before, after = self.around.get(where, (None, None))
-        if before:
-            before()
-        try:
-            value = ACTION_CLASSES[name](config=self.config).run(**params)
-        except Exception as exc:  # StackStorm: a failed execution, the error in stderr
-            return "failed", {"result": None, "exit_code": 1, "stdout": "",
-                              "stderr": "%s: %s" % (type(exc).__name__, exc)}
-        finally:
-            if after:
-                after()
-        ok, value = value if isinstance(value, tuple) else (True, value)
-        value = json.loads(json.dumps(value))  # what StackStorm stores
-        return ("succeeded" if ok else "failed"), {"result": value, "exit_code": 0,
-                                                   "stdout": "", "stderr": ""}
-
-    def _task(self, name, task):
-        ref = task.get("action")
-        if "with" not in task:
-            return self.execute(ref, self.evaluate(task.get("input") or {}), (name, None))
-        items = self.evaluate(task["with"]["items"])
-        size = self.evaluate(task["with"].get("concurrency")) or len(items)
-        results, failed = [None] * len(items), False
-        for start in range(0, len(items), size):
-            for index in range(start, min(start + size, len(items))):
-                params = self.evaluate(task.get("input") or {}, item=items[index])
-                status, results[index] = self.execute(ref, params, (name, index))
-                failed = failed or status == "failed"
-            if failed:
-                break  # no new item once a failed one leaves the task without running items
-        return ("failed" if failed else "succeeded"), results
-
-    def run(self):
-        tasks = self.spec["tasks"]
-        inbound = {t for task in tasks.values() for transition in task.get("next") or []
-                   for t in _targets(transition.get("do"))}
-        queue = [name for name in tasks if name not in inbound]
-        self.tasks, self.status = [], "succeeded"
-        while queue:
-            name = queue.pop(0)
-            if name == "fail":
-                self.status = "failed"
-                break
-            if name in ENGINE_COMMANDS:
-                continue
-            task = tasks[name]
-            status, result = self._task(name, task)
-            self.tasks.append((name, status))
-            current = {"status": status, "result": result}
-            taken = False
-            for transition in task.get("next") or []:
-                if "when" in transition and not self.evaluate(transition["when"], current):
-                    continue
-                taken = True
-                for entry in transition.get("publish") or []:
-                    (key, value), = entry.items()
-                    self.ctx[key] = self.evaluate(value, current)
-                queue.extend(_targets(transition.get("do")))
-            if status == "failed" and not taken:
-                self.status = "failed"
-                break
-        self.output = {}
-        for entry in self.spec.get("output") or []:
-            (key, value), = entry.items()
-            self.output[key] = self.evaluate(value)
-        return self
+def walker(config, inputs, crash=(), around=None):
+    """retract_campaign with these inputs, ready to run() as StackStorm would run it: `crash`
+    {(task, item index)} kills the action runner there, `around` {(task, item index):
+    (before, after)} runs callables around that execution."""
+    runtime = Runtime(config, crash=crash, around=around)
+    return runtime.workflow("email_retraction.retract_campaign", inputs)
 
 
 # -- the scenario ----------------------------------------------------------------------------
@@ -298,7 +100,7 @@ def _play(box, url):
                                 "ghost@corp.example", "exec@corp.example"])
     outage = (lambda: box.set_faults({"graph": {"rate_5xx": 1.0, "status_5xx": 500}}),
               lambda: box.set_faults(clear=True))
-    s.walk = Walker(s.config, s.inputs, crash=[("retract", 1)],
+    s.walk = walker(s.config, s.inputs, crash=[("retract", 1)],
                     around={("retract", 0): outage}).run()
     s.run2_id = s.walk.ctx["run_id"]
     with Ledger(url) as ledger:
@@ -674,7 +476,7 @@ def tenant(sandbox, tmp_path):
 
 def test_every_chunk_succeeds(tenant):
     box, url, config = tenant
-    walk = Walker(config, {"message_id": MID, "destination": "trash", "chunk_size": 2,
+    walk = walker(config, {"message_id": MID, "destination": "trash", "chunk_size": 2,
                            "concurrency": 2, "comment": "INC-3",
                            "recipients": ["alice@corp.example", "bob@corp.example",
                                           "carol@corp-mail.example", "dave@corp-mail.example",
@@ -698,7 +500,7 @@ def test_every_chunk_succeeds(tenant):
 
 def test_a_chunk_with_nothing_to_attempt_fails_the_workflow_after_recording(tenant):
     box, url, config = tenant
-    walk = Walker(config, {"message_id": MID, "chunk_size": 2,
+    walk = walker(config, {"message_id": MID, "chunk_size": 2,
                            "recipients": ["alice@corp.example", "bob@corp.example",
                                           "x@elsewhere.example", "y@elsewhere.example"]}).run()
     assert walk.tasks == [("split", "succeeded"), ("retract", "failed"),
@@ -712,7 +514,7 @@ def test_a_chunk_with_nothing_to_attempt_fails_the_workflow_after_recording(tena
 def test_a_refused_request_stops_at_split_with_nothing_recorded(tenant):
     box, url, config = tenant
     before = box.counters.snapshot()
-    walk = Walker(config, {"message_id": MID, "destination": "hard_delete",
+    walk = walker(config, {"message_id": MID, "destination": "hard_delete",
                            "recipients": ["alice@corp.example"]}).run()
     assert walk.status == "failed" and walk.tasks == [("split", "failed")]
     assert walk.output == {"run_id": None, "state": None, "metric_record": None, "card": None}

@@ -7,25 +7,21 @@ No business logic here: validation, policy, runs, the ledger and the metrics liv
   execution is one chunk of that run (`retract_campaign`): its outcomes are recorded under
   the run id and the run is left open for `aggregate_run` to finish.
 - `split` and `aggregate`: the first and last steps of `retract_campaign`.
+- `record_decision`: an analyst's answer to an approval inquiry, kept in the ledger.
 - `metrics` and `details`: the "Retractions" card and "View details", read from the ledger.
-  Every parameter is checked before the ledger is opened, so bad input reads and writes
-  nothing; errors name the parameter (`InvalidParameter.field`).
+  Every parameter is checked (`retraction.metrics.parse_query`, which the CLI uses too)
+  before the ledger is opened, so bad input reads and writes nothing; errors name the
+  parameter (`InvalidParameter.field`).
 """
-import re
 import time
 
 import pack_lib  # noqa: F401  (puts the pack's lib/ on sys.path; must come first)
 from retraction import campaign
+from retraction.automation import decision_from_params
 from retraction.bootstrap import build
-from retraction.metrics import Filters, InvalidParameter, parse_window, render_card
-from retraction.model import Reason, Status
-from retraction.validation import InvalidRequest, address, build_request, message_id, skip_flag
-
-FORMATS = ("json", "text", "markdown", "html")
-FILTERS = ("provider", "mode", "trigger", "disposition", "destination")
-DEFAULT_LIMIT = 50
-MAX_LIMIT = 1000  # retraction.ledger.MAX_LIMIT; not imported, to keep SQLAlchemy out of here
-_CURSOR_RE = re.compile(r"[A-Za-z0-9_-]{1,2000}\.[A-Za-z0-9_-]{1,100}")
+from retraction.config import ConfigError
+from retraction.metrics import card_format, parse_query, render_card
+from retraction.validation import InvalidRequest, build_request, skip_flag
 
 PROGRESS_EVERY_S = 10.0  # a progress line at most this often on long runs
 
@@ -91,8 +87,9 @@ def execute(config, params, logger, destination=None):
         if progress.lines:
             progress.update(run.counts.total, force=True)
         counts = run.counts.to_dict()
-        # Copies answered from the ledger need no attempt; the rest must have had one.
-        ok = not (counts["total"] > counts["skipped"] and not counts["attempted"])
+        # Failed only when providers were out of reach for every copy that needed one:
+        # copies answered from the ledger or refused by policy have definitive outcomes.
+        ok = not run.counts.nothing_attempted
         result = {
             "ok": ok,
             "run_id": request.run_id,
@@ -133,7 +130,7 @@ def _summary(counts):
     if reasons:
         text += " (%s)" % reasons
     if counts["skipped"]:
-        text += " (%d of them answered from the ledger)" % counts["skipped"]
+        text += "; %d answered from the ledger (already there)" % counts["skipped"]
     return text
 
 
@@ -181,69 +178,52 @@ def aggregate(config, params, logger):
         app.close()
 
 
-# -- the card and the details ----------------------------------------------------------------
+# -- approval decisions -----------------------------------------------------------------------
 
-def _window_and_filters(params):
-    window = parse_window(last=params.get("last"), since=params.get("since"),
-                          until=params.get("until"))
-    filters = Filters.of({name: params.get(name) for name in FILTERS})
-    return window, filters
-
-
-def _word(name, value, words):
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    text = str(value).strip().lower()
-    if text not in words:
-        raise InvalidParameter(name, "{!r} is not one of {}".format(value, ", ".join(words)))
-    return text
-
-
-def _checked(name, check, value):
-    """A value from a `retraction.validation` check, its error as an InvalidParameter."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
+def record_decision(config, params, logger):
+    """`record_decision`: keep an analyst's answer in the ledger. A failure returns
+    `(False, {recorded: false, error, field})`, so a workflow can say what went wrong."""
     try:
-        return check(value, name)
+        values = decision_from_params(params)
+        app = build(config)
     except InvalidRequest as exc:
-        raise InvalidParameter(name, exc.problem) from None
+        return False, {"recorded": False, "error": str(exc), "field": exc.field}
+    except ConfigError as exc:
+        return False, {"recorded": False, "error": str(exc), "field": exc.key}
+    try:
+        ledger = app.require_ledger("record_decision keeps the decision in the ledger")
+        row = ledger.record_decision(**values)
+    except ConfigError as exc:  # LedgerUnavailable: names ledger_url, password masked
+        return False, {"recorded": False, "error": str(exc), "field": exc.key}
+    finally:
+        app.close()
+    logger.info("decision %s on %s: %s by %s%s", row["id"], row["message_id"], row["decision"],
+                row["decided_by"] or "an unnamed analyst",
+                " (run %s)" % row["run_id"] if row["run_id"] else "")
+    return True, {"recorded": True, "decision": row}
 
 
-def _limit(value):
-    if value is None:
-        return DEFAULT_LIMIT
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        value = int(value.strip())
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_LIMIT:
-        raise InvalidParameter("limit", "must be a whole number from 1 to {}, got {!r}".format(
-            MAX_LIMIT, value))
-    return value
-
-
-def _cursor(value):
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if not isinstance(value, str) or not _CURSOR_RE.fullmatch(value.strip()):
-        raise InvalidParameter("cursor", "is malformed; pass back the next_cursor of the "
-                                         "previous page unchanged")
-    return value.strip()
-
+# -- the card and the details ----------------------------------------------------------------
 
 def metrics(config, params, logger):
     """`retraction_metrics`: the metric record over a window (and filters), and its card."""
-    window, filters = _window_and_filters(params)
-    fmt = _word("format", params.get("format") or "text", FORMATS)
+    query = parse_query(params)
+    fmt = card_format(params.get("format"))
     app = build(config)
     try:
         ledger = app.require_ledger("retraction_metrics reads the ledger")
-        record = ledger.metric_record(window, filters)
-        logger.info("metric record %s%s: %d copies", window.label,
-                    "".join(" {}={}".format(k, v) for k, v in filters.items()), record.total)
+        record = ledger.metric_record(query.window, query.filters)
+        logger.info("metric record %s%s: %d copies", query.window.label,
+                    "".join(" {}={}".format(k, v) for k, v in query.filters.items()),
+                    record.total)
         return True, {
-            "window": window.to_dict(),
-            "filters": filters.to_dict(),
+            "window": query.window.to_dict(),
+            "filters": query.filters.to_dict(),
             "format": fmt,
             "record": record.to_dict(),
+            # analysts' answers to approval inquiries in the window (None with a provider
+            # filter: a decision concerns a whole run)
+            "decisions": ledger.decision_counts(query.window, query.filters),
             "card": None if fmt == "json" else render_card(record, fmt),
         }
     finally:
@@ -252,24 +232,16 @@ def metrics(config, params, logger):
 
 def details(config, params, logger):
     """`retraction_details`: the outcome rows of a window, newest first, a page at a time."""
-    window, filters = _window_and_filters(params)
-    status = _word("status", params.get("status"), Status.values())
-    reason = _word("reason", params.get("reason"), Reason.values())
-    recipient = _checked("recipient", address, params.get("recipient"))
-    msgid = _checked("message_id", message_id, params.get("message_id"))
-    limit = _limit(params.get("limit"))
-    cursor = _cursor(params.get("cursor"))
+    query = parse_query(params, rows=True)
     app = build(config)
     try:
         ledger = app.require_ledger("retraction_details reads the ledger")
-        rows, next_cursor = ledger.details(window, filters, status=status, reason=reason,
-                                           recipient=recipient, message_id=msgid,
-                                           limit=limit, cursor=cursor)
-        logger.info("details %s: %d row(s)%s", window.label, len(rows),
+        rows, next_cursor = ledger.details(query.window, query.filters, **query.details_args())
+        logger.info("details %s: %d row(s)%s", query.window.label, len(rows),
                     ", more to come" if next_cursor else "")
         return True, {
-            "window": window.to_dict(),
-            "filters": filters.to_dict(),
+            "window": query.window.to_dict(),
+            "filters": query.filters.to_dict(),
             "rows": rows,
             "count": len(rows),
             "next_cursor": next_cursor,

@@ -11,9 +11,18 @@ Order of the checks, each ending the plan with its own reason:
    switches are applied here, not in the rules.
 2. the disposition's destination in `auto_retract.dispositions`; `none` is "no action by
    policy" (a NONE verdict never moves mail).
-3. preview: `auto_retract.mode: preview` makes every automatic run a preview.
-4. approval: more copies than `approval.threshold`, or a hard delete while
+3. a changed verdict (`previous_disposition` given, as the post-delivery rule does): act
+   only when the new disposition's destination is stronger than where the previous one
+   already sent the copies (inbox < junk < trash < soft_delete < hard_delete; "no action"
+   ranks as inbox). MALICIOUS -> SUSPICIOUS must not pull copies out of the trash into junk.
+4. preview: `auto_retract.mode: preview` makes every automatic run a preview.
+5. approval: more copies than `approval.threshold`, or a hard delete while
    `approval.hard_delete` is on. A preview moves nothing, so it never waits for an analyst.
+   The plan carries the inquiry's settings (`approval.route`, `users`, `roles`,
+   `ttl_minutes`) so the workflow asks as the config says.
+
+`decision_from_params` checks an analyst's answer before `Ledger.record_decision` keeps it
+(the `record_decision` action, which `auto_retract` runs on approve and on reject).
 
 `verdict_from_body` checks what a verdict source POSTs to the StackStorm webhook
 (`email_retraction/verdict`) against `VERDICT_BODY_SCHEMA`, then against the same field
@@ -30,6 +39,12 @@ from retraction.model import Destination, Disposition, Mode, Trigger
 from retraction.policy import Policy
 from retraction.validation import (InvalidRequest, free_text, message_id, recipients, show,
                                    timestamp, word)
+
+# An analyst's answer to an approval inquiry; = retraction.ledger.DECISIONS (not imported
+# from there: the plan's process never loads SQLAlchemy).
+DECISIONS = ("approved", "rejected")
+DECISION_FIELDS = ("message_id", "decision", "decided_by", "comment", "copies", "destination",
+                   "trigger", "disposition", "run_id")
 
 AUTOMATIC_TRIGGERS = (Trigger.DISPOSITION, Trigger.POST_DELIVERY, Trigger.PHISH_SUBMISSION)
 SWITCHES = {
@@ -50,7 +65,8 @@ MAX_REQUESTED_BY = 200
 MAX_PROBLEMS_SHOWN = 5
 
 PLAN_FIELDS = ("message_id", "recipients", "disposition", "trigger", "verdict_time", "source",
-               "source_id", "recipients_count", "comment", "requested_by", "sender", "subject")
+               "source_id", "recipients_count", "comment", "requested_by", "sender", "subject",
+               "previous_disposition")
 
 
 @dataclass(frozen=True)
@@ -73,6 +89,8 @@ class Plan:
     comment: str
     requested_by: str
     question: Optional[str]  # the inquiry's text when needs_approval
+    previous_disposition: Optional[str]  # the verdict before it changed (post-delivery)
+    inquiry: Dict[str, Any]  # core.ask route, users, roles, ttl (minutes) from `approval`
     mode: str = Mode.AUTO.value
 
     def to_dict(self) -> Dict[str, Any]:
@@ -149,9 +167,17 @@ def plan_verdict(policy: Policy, params: Mapping[str, Any]) -> Plan:
                                        " (%s)" % source_id if source_id else "")
     if given_comment:
         comment += "; " + given_comment
+    raw_previous = params.get("previous_disposition")
+    previous = None
+    if not (raw_previous is None or (isinstance(raw_previous, str) and not raw_previous.strip())):
+        previous = word(Disposition, raw_previous, "previous_disposition", upper=True)
+    approval = settings.approval
     base = dict(copies=copies, message_id=msgid, trigger=trigger.value,
                 disposition=disposition.value, verdict_time=verdict_time, source=source,
-                source_id=source_id, comment=comment[:MAX_COMMENT], requested_by=requested_by)
+                source_id=source_id, comment=comment[:MAX_COMMENT], requested_by=requested_by,
+                previous_disposition=previous.value if previous is not None else None,
+                inquiry={"route": approval.route, "users": list(approval.users),
+                         "roles": list(approval.roles), "ttl": approval.ttl_minutes})
 
     if not policy.auto_enabled(trigger):
         why = "no action by policy: %s is off (%s: false)" % (FLOW_NAMES[trigger],
@@ -166,6 +192,15 @@ def plan_verdict(policy: Policy, params: Mapping[str, Any]) -> Plan:
         else:
             why = ("no action by policy: auto_retract.dispositions maps %s to none"
                    % disposition.value)
+        return Plan(act=False, why=why, destination=None, preview=False, needs_approval=False,
+                    approval_reason=None, question=None, **base)
+
+    if previous is not None and policy.already_handled(previous, destination):
+        before = policy.destination_for(previous)
+        why = "already handled: previous disposition %s %s, and %s -> %s is not stronger" % (
+            previous.value, "sent copies to %s" % before.value if before is not None
+            else "left copies where they were (no action by policy)", disposition.value,
+            destination.value)
         return Plan(act=False, why=why, destination=None, preview=False, needs_approval=False,
                     approval_reason=None, question=None, **base)
 
@@ -212,6 +247,47 @@ def _question(msgid: str, subject: Optional[str], sender: Optional[str],
             "approve=true to go ahead, approve=false to stop (add analyst and comment)."
             % (copies, "copy" if copies == 1 else "copies", about, destination.value, source,
                disposition.value, reason))
+
+
+# --- approval decisions ------------------------------------------------------------------------
+
+def _optional(params: Mapping[str, Any], name: str) -> Any:
+    value = params.get(name)
+    return None if value is None or (isinstance(value, str) and not value.strip()) else value
+
+
+def decision_from_params(params: Mapping[str, Any]) -> Dict[str, Any]:
+    """The arguments of `Ledger.record_decision` from the `record_decision` action's
+    parameters, every field checked (InvalidRequest naming it) before the ledger is opened."""
+    from retraction.campaign import run_id as checked_run_id
+
+    unknown = sorted(set(params) - set(DECISION_FIELDS))
+    if unknown:
+        raise InvalidRequest(unknown[0], params[unknown[0]], "is not a parameter of "
+                                                             "record_decision")
+    decision = _optional(params, "decision")
+    text = decision.strip().lower() if isinstance(decision, str) else None
+    if text not in DECISIONS:
+        raise InvalidRequest("decision", decision, "must be one of %s" % ", ".join(DECISIONS))
+    copies = _optional(params, "copies")
+    values = {
+        "message_id": message_id(params.get("message_id")),
+        "decision": text,
+        "decided_by": free_text(params.get("decided_by"), "decided_by", MAX_REQUESTED_BY),
+        "comment": free_text(params.get("comment"), "comment", MAX_COMMENT),
+        "copies": None if copies is None else _count(copies, "copies"),
+        "destination": None, "trigger": None, "disposition": None, "run_id": None,
+    }
+    if _optional(params, "destination") is not None:
+        values["destination"] = word(Destination, params["destination"], "destination").value
+    if _optional(params, "trigger") is not None:
+        values["trigger"] = word(Trigger, params["trigger"], "trigger").value
+    if _optional(params, "disposition") is not None:
+        values["disposition"] = word(Disposition, params["disposition"], "disposition",
+                                     upper=True).value
+    if _optional(params, "run_id") is not None:
+        values["run_id"] = checked_run_id(params["run_id"])
+    return values
 
 
 # --- the webhook ------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ runner. This module holds what the workflow must not compute itself:
   refusing a chunk that does not belong to that run.
 - `aggregate_run`: finish the run from what the ledger holds for its run id, so the record is
   right whether chunks failed, never ran, or were retried.
-- `placed_by`: for the engine's skip list, which earlier run put a copy where it is.
+- `Earlier`: what `Ledger.placed_by` answers for the engine's skip list (which earlier run put
+  a copy where it is); defined here so the engine need not import the ledger to name it.
 
 Chunk retries are safe because the ledger keeps one row per copy per run and replaces it only
 with a better outcome; see `retraction.ledger.episodes`.
@@ -19,17 +20,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from retraction.model import Destination, RetractionRequest, Status
-from retraction.validation import InvalidRequest, address_key
+from retraction.model import Destination, RetractionRequest
+from retraction.validation import InvalidRequest
 
 MAX_CONCURRENCY = 64  # chunks in flight; more only queues work on the action runners
 _HEX_RUN_ID = re.compile(r"[0-9a-f]{32}")
 _UUID_RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_IN_CHUNK = 400  # recipients per IN list: under SQLite's old 999-variable limit
-# The ledger's episode rank of the row that counts -> its status (see metrics.record.RANK).
-_STATUS_OF_RANK = {3: Status.RETRACTED.value, 2: Status.ALREADY_IN_DESTINATION.value}
 
 
 class Earlier(NamedTuple):
@@ -170,35 +168,3 @@ def failed_chunk_count(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidRequest("failed_chunks", value, "must be a whole number, 0 or more")
     return value
-
-
-def placed_by(ledger: Any, message_id: str, destination: str, recipients: Iterable[str]
-              ) -> Dict[str, Earlier]:
-    """The given recipients whose copy the ledger last saw in `destination`, each with the
-    run whose outcome counts in that episode (it retracted the copy, or found it there).
-
-    Reads the ledger's `copies` and `episodes` tables: the same test as
-    `Ledger.retracted_recipients`, plus the run id that method does not return."""
-    from sqlalchemy import and_, select
-
-    from retraction.ledger.schema import copies, episodes
-
-    wanted: Dict[str, List[str]] = {}
-    for recipient in recipients:
-        wanted.setdefault(address_key(recipient), []).append(recipient)
-    keys = sorted(wanted)
-    on = and_(episodes.c.message_id == copies.c.message_id,
-              episodes.c.recipient_key == copies.c.recipient_key,
-              episodes.c.destination == copies.c.location)
-    found: Dict[str, Earlier] = {}
-    with ledger.engine.connect() as conn:
-        for start in range(0, len(keys), _IN_CHUNK):
-            query = select(copies.c.recipient_key, episodes.c.run_id, episodes.c.rank) \
-                .select_from(copies.join(episodes, on)) \
-                .where(copies.c.message_id == message_id, copies.c.location == destination,
-                       copies.c.recipient_key.in_(keys[start:start + _IN_CHUNK]))
-            for key, earlier_run, rank in conn.execute(query):
-                status = _STATUS_OF_RANK.get(rank, Status.ALREADY_IN_DESTINATION.value)
-                for recipient in wanted[key]:
-                    found[recipient] = Earlier(earlier_run or "unknown", status)
-    return found

@@ -1,15 +1,15 @@
 """`metrics` and `details` for the command line: the Retractions card and the outcome rows
 behind it, read from the ledger. The JSON shapes are the actions' (`retraction_metrics`:
-{window, filters, format, record, card}; `retraction_details`: {window, filters, rows, count,
-next_cursor})."""
+{window, filters, format, record, decisions, card}; `retraction_details`: {window, filters,
+rows, count, next_cursor})."""
 from __future__ import annotations
 
 import argparse
 from typing import Any, Dict, List, Optional, TextIO
 
 from retraction.cli import EXIT_OK, Unavailable, emit, ledger_of, open_app
-from retraction.metrics import Filters, parse_window, render_card
-from retraction.validation import address, message_id
+from retraction.metrics import Filters, parse_query, render_card
+from retraction.metrics.query import FILTERS
 
 # details columns: (heading, row key); the error column is built from code and message
 COLUMNS = (("completed (UTC)", "completed_at"), ("status", "status"), ("reason", "reason"),
@@ -19,29 +19,25 @@ ERROR_WIDTH = 60
 
 
 def report_command(args: argparse.Namespace, stdout: TextIO) -> int:
-    # Everything the user typed is checked before the config or the ledger is opened.
-    window = parse_window(args.last, args.since, args.until)
-    filters = Filters.of({"provider": args.provider, "mode": args.mode,
-                          "trigger": args.trigger, "disposition": args.disposition,
-                          "destination": args.destination})
-    as_json = args.json or args.format == "json"
-    query: Dict[str, Any] = {}
+    # Everything the user typed is checked before the config or the ledger is opened, by the
+    # same code as the actions' parameters.
+    params: Dict[str, Any] = {name: getattr(args, name) for name in
+                              ("last", "since", "until") + FILTERS}
     if args.command == "details":
-        query = {
-            "status": (args.status or "").strip().lower() or None,
-            "reason": (args.reason or "").strip().lower() or None, "limit": args.limit,
-            "cursor": args.cursor or None,
-            "recipient": address(args.recipient, "recipient") if args.recipient else None,
-            "message_id": message_id(args.message_id) if args.message_id else None,
-        }
+        params.update({name: getattr(args, name) for name in
+                       ("status", "reason", "recipient", "message_id", "limit", "cursor")})
+    query = parse_query(params, rows=args.command == "details")
+    window, filters = query.window, query.filters
+    as_json = args.json or args.format == "json"
     app = open_app(args)
     try:
         ledger = ledger_of(app, required=True)
         try:
             if args.command == "metrics":
                 record = ledger.metric_record(window, filters)
+                decisions = ledger.decision_counts(window, filters)
             else:
-                rows, next_cursor = ledger.details(window, filters, **query)
+                rows, next_cursor = ledger.details(window, filters, **query.details_args())
         except Exception as exc:
             _reraise_unavailable(exc)
             raise
@@ -51,7 +47,7 @@ def report_command(args: argparse.Namespace, stdout: TextIO) -> int:
         if as_json:
             fmt = "json" if args.format == "json" else args.format
             emit(stdout, {"window": window.to_dict(), "filters": filters.to_dict(),
-                          "format": fmt, "record": record.to_dict(),
+                          "format": fmt, "record": record.to_dict(), "decisions": decisions,
                           "card": None if fmt == "json" else render_card(record, fmt)})
         else:
             stdout.write(render_card(record, args.format))

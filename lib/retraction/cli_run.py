@@ -101,7 +101,7 @@ def run_command(args: argparse.Namespace, stdin: TextIO, stdout: TextIO,
         if bar is not None:
             bar.close()
         counts = run.counts.to_dict()
-        code, error = _verdict(counts)
+        code, error = _verdict(run.counts.nothing_attempted, counts)
         card = render_card(record, "text", title=_title(request))
         ledger = _ledger_state(app, counts)
         if args.json:
@@ -134,10 +134,11 @@ def run_command(args: argparse.Namespace, stdin: TextIO, stdout: TextIO,
             app.close()
 
 
-def _verdict(counts: Dict[str, Any]):
+def _verdict(nothing_attempted: bool, counts: Dict[str, Any]):
     """(exit code, error text) of a finished run."""
-    # Copies the ledger answered (already there) need no attempt; the rest must have had one.
-    if counts["total"] > counts["skipped"] and not counts["attempted"]:
+    # Unavailable only when providers were out of reach for every copy that needed one
+    # (`RunCounts.nothing_attempted`); copies refused by policy are failed copies (exit 1).
+    if nothing_attempted:
         return EXIT_UNAVAILABLE, "no copy could be attempted: " + _summary(counts)
     if counts["by_status"].get(Status.FAILED.value):
         return EXIT_COPIES_FAILED, None

@@ -171,8 +171,18 @@ class AutoRetractSettings:
 
 @dataclass(frozen=True)
 class ApprovalSettings:
+    """When an automatic run waits for an analyst, and how the question is asked (the
+    `core.ask` inquiry of `auto_retract`: its route, who may answer, how long it waits)."""
+
     threshold: int = 300
     hard_delete: bool = True
+    route: str = "email_retraction"
+    users: Tuple[str, ...] = ()
+    roles: Tuple[str, ...] = ()
+    ttl_minutes: int = 1440
+
+
+MAX_VERDICTS_PER_PAGE = 1000  # Cloudflare's investigate/submissions page limit
 
 
 @dataclass(frozen=True)
@@ -180,6 +190,7 @@ class VerdictsSettings:
     dispositions: Tuple[str, ...] = ("MALICIOUS", "SUSPICIOUS", "SPOOF")
     lookback_hours: float = 24
     submission_dispositions: Tuple[str, ...] = ("MALICIOUS",)
+    per_page: int = MAX_VERDICTS_PER_PAGE  # rows per verdict source page the sensors ask
 
 
 @dataclass(frozen=True)
@@ -263,7 +274,7 @@ def _bool(block: Mapping[str, Any], name: str, prefix: str, default: bool) -> bo
 
 
 def _number(block: Mapping[str, Any], name: str, prefix: str, default: Any,
-            minimum: float, integer: bool = True) -> Any:
+            minimum: float, integer: bool = True, maximum: Optional[float] = None) -> Any:
     value = block.get(name)
     if value is None:
         return default
@@ -278,6 +289,8 @@ def _number(block: Mapping[str, Any], name: str, prefix: str, default: Any,
         raise ConfigError(prefix + name, "must be a whole number")
     if value < minimum:
         raise ConfigError(prefix + name, "must be at least %s" % minimum)
+    if maximum is not None and value > maximum:
+        raise ConfigError(prefix + name, "must be at most %s" % maximum)
     return int(value) if integer else value
 
 
@@ -403,6 +416,36 @@ def _disposition_words(block: Mapping[str, Any], name: str, prefix: str,
     return words
 
 
+_ROUTE_RE = re.compile(r"[^\s\x00-\x1f\x7f]{1,128}")  # one word: inquiry rules match it
+
+
+def _names(block: Mapping[str, Any], name: str, prefix: str) -> Tuple[str, ...]:
+    """StackStorm user or role names: no blanks, no repeats."""
+    names = []
+    for value in _list(block, name, prefix, ()):
+        if not value or any(c.isspace() for c in value):
+            raise ConfigError(prefix + name, "%r is not a user or role name" % value[:80])
+        names.append(value)
+    return tuple(dict.fromkeys(names))
+
+
+def _approval(config: Any) -> ApprovalSettings:
+    b, p, d = _block(config, "approval"), "approval.", ApprovalSettings()
+    route = _str(b, "route", p, d.route) or d.route
+    if not _ROUTE_RE.fullmatch(route):
+        raise ConfigError(p + "route", "must be one word of at most 128 characters (rules on "
+                                       "core.st2.generic.inquiry match it), got %r"
+                          % route[:80])
+    return ApprovalSettings(
+        threshold=_number(b, "threshold", p, d.threshold, 0),
+        hard_delete=_bool(b, "hard_delete", p, d.hard_delete),
+        route=route,
+        users=_names(b, "users", p),
+        roles=_names(b, "roles", p),
+        ttl_minutes=_number(b, "ttl_minutes", p, d.ttl_minutes, 1),
+    )
+
+
 def _verdicts(config: Any) -> VerdictsSettings:
     b, p, d = _block(config, "verdicts"), "verdicts.", VerdictsSettings()
     return VerdictsSettings(
@@ -410,6 +453,7 @@ def _verdicts(config: Any) -> VerdictsSettings:
         lookback_hours=_number(b, "lookback_hours", p, d.lookback_hours, 0, integer=False),
         submission_dispositions=_disposition_words(b, "submission_dispositions", p,
                                                    d.submission_dispositions),
+        per_page=_number(b, "per_page", p, d.per_page, 1, maximum=MAX_VERDICTS_PER_PAGE),
     )
 
 
@@ -458,7 +502,6 @@ def load_settings(config: Any) -> "Settings":
     ledger_url = config.get("ledger_url", DEFAULT_LEDGER_URL)
     if ledger_url is not None and not isinstance(ledger_url, str):
         raise ConfigError("ledger_url", "must be a string (an SQLAlchemy URL) or empty")
-    approval = _block(config, "approval")
     return Settings(
         microsoft=microsoft,
         google=google,
@@ -469,10 +512,7 @@ def load_settings(config: Any) -> "Settings":
         protected_mailboxes=_protected(config),
         expand_groups=_bool(config, "expand_groups", "", True),
         auto_retract=_auto_retract(config, allow_hard_delete),
-        approval=ApprovalSettings(
-            threshold=_number(approval, "threshold", "approval.", 300, 0),
-            hard_delete=_bool(approval, "hard_delete", "approval.", True),
-        ),
+        approval=_approval(config),
         verdicts=_verdicts(config),
         limits=_limits(config),
     )

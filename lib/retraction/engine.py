@@ -39,10 +39,10 @@ import time
 from typing import (
     Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Set, Tuple)
 
-from retraction.campaign import Earlier, placed_by
+from retraction.campaign import Earlier
 from retraction.config import ConfigError, mask_url
 from retraction.model import Outcome, Reason, RetractionRequest, Status, utc_now
-from retraction.policy import Policy, Route
+from retraction.policy import INVALID_MEMBER, REFUSAL_CODES, Policy, Route
 from retraction.providers.base import MailProvider, ProviderUnavailable, Target
 from retraction.validation import MAX_ADDRESS, InvalidRequest, address, address_key
 
@@ -71,6 +71,9 @@ class RunCounts:
         self.total = 0  # outcomes yielded
         self.attempted = 0  # outcomes for which a provider was actually asked
         self.skipped = 0  # of total: copies answered from the ledger (already there)
+        # of total: copies failed unasked because their provider was unavailable (credentials
+        # rejected, not configured, crashed), as opposed to copies the pack's policy refused
+        self.unavailable = 0
         self.by_status: Dict[str, int] = collections.Counter()
         self.by_reason: Dict[str, int] = collections.Counter()
         self.by_provider: Dict[str, int] = collections.Counter()
@@ -82,6 +85,8 @@ class RunCounts:
         self.total += 1
         if outcome.attempts > 0:
             self.attempted += 1
+        elif outcome.status == Status.FAILED and not _refused_by_policy(outcome):
+            self.unavailable += 1
         self.by_status[outcome.status] += 1
         if outcome.reason:
             self.by_reason[outcome.reason] += 1
@@ -91,6 +96,14 @@ class RunCounts:
                 self.read += 1
             else:
                 self.unread += 1
+
+    @property
+    def nothing_attempted(self) -> bool:
+        """No provider could be asked for any copy: the run failed as a whole. Copies the
+        ledger answered (already there) and copies the pack's policy refused (protected
+        mailbox, unconfigured domain) have definitive outcomes without an attempt, so a run
+        of only those is not a failure; copies failed by an unavailable provider are."""
+        return self.unavailable > 0 and not self.attempted
 
     def to_dict(self) -> Dict[str, Any]:
         return {
@@ -106,13 +119,17 @@ class RunCounts:
         }
 
 
+def _refused_by_policy(outcome: Outcome) -> bool:
+    return outcome.reason == Reason.OUT_OF_SCOPE and outcome.error_code in REFUSAL_CODES
+
+
 class LedgerHook:
     """The engine's only contact with the ledger, kept in one place so names can be aligned.
 
     Ledger API used (`retraction.ledger.Ledger`): `record_run_started(request)`,
     `record_outcomes(outcomes)`, `record_run_finished(run_id, state)` with state `finished`
     or `failed` (the ledger computes the metric record from the outcomes), and for the skip
-    list `retraction.campaign.placed_by(ledger, ...)` (which run put a copy where it is).
+    list `placed_by(message_id, destination, recipients)` (which run put a copy where it is).
     Calls are serialised (the feeder and the caller's thread both use it). Recording the
     start is a precondition (`LedgerUnavailable`); any later failure is logged and counted,
     never fatal: taking the mail back out matters more than the bookkeeping, and the action
@@ -155,8 +172,9 @@ class LedgerHook:
         """address key -> the earlier run that put the copy in this destination."""
         if self._ledger is None or not recipients:
             return {}
-        found = self._call("placed_by", placed_by, self._ledger, request.message_id,
-                           request.destination.value, recipients)
+        ledger = self._ledger
+        found = self._call("placed_by", lambda: ledger.placed_by(
+            request.message_id, request.destination.value, recipients))
         return {address_key(a): earlier for a, earlier in (found or {}).items()}
 
     def add(self, outcome: Outcome) -> None:
@@ -412,7 +430,7 @@ class Run:
                 member = address(member, "group member")
             except InvalidRequest as exc:
                 direct.append(self._failed(Target(str(member)[:MAX_ADDRESS], group), None,
-                                           Reason.OUT_OF_SCOPE, "invalid_address", str(exc)))
+                                           Reason.OUT_OF_SCOPE, INVALID_MEMBER, str(exc)))
                 continue
             if self._claim(member):
                 fresh.append(member)

@@ -20,6 +20,21 @@ from retraction.validation import InvalidRequest, address_key, dedupe_addresses
 
 PROTECTED = "protected_mailbox"  # error_code of an out_of_scope outcome
 DOMAIN_NOT_CONFIGURED = "domain_not_configured"
+INVALID_MEMBER = "invalid_address"  # a group member whose address is not one
+# error_codes of copies the pack itself refused (failed/out_of_scope with 0 attempts)
+REFUSAL_CODES = frozenset([PROTECTED, DOMAIN_NOT_CONFIGURED, INVALID_MEMBER])
+
+# How far a destination takes a copy from its reader, weakest first. A disposition with no
+# action by policy leaves copies where they were: as weak as the inbox.
+DESTINATION_STRENGTH = (Destination.INBOX, Destination.JUNK, Destination.TRASH,
+                        Destination.SOFT_DELETE, Destination.HARD_DELETE)
+
+
+def strength(destination: Optional[Destination]) -> int:
+    """The rank of a destination in DESTINATION_STRENGTH; None (no action) ranks as inbox."""
+    if destination is None:
+        return 0
+    return DESTINATION_STRENGTH.index(Destination(destination))
 
 
 class Route(NamedTuple):
@@ -90,6 +105,13 @@ class Policy:
     def destination_for(self, disposition: Disposition) -> Optional[Destination]:
         """`auto_retract.dispositions`: the destination for a verdict, None for no action."""
         return self.settings.auto_retract.destination_for(disposition)
+
+    def already_handled(self, previous: Disposition, destination: Destination) -> bool:
+        """A changed verdict (post-delivery) whose new destination is not stronger than where
+        the previous disposition already sent the copies: moving them would only bring them
+        back towards the reader (MALICIOUS -> SUSPICIOUS must not pull copies out of the
+        trash into junk), or move them to where they are."""
+        return strength(destination) <= strength(self.destination_for(previous))
 
     def auto_enabled(self, trigger: Trigger) -> bool:
         return self.settings.auto_retract.enabled_for(trigger)

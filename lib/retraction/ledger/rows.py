@@ -38,7 +38,13 @@ def outcome_row(outcome: Outcome, preview: bool) -> Dict[str, Any]:
         if row[name] is not None and row[name].tzinfo is None:
             row[name] = row[name].replace(tzinfo=timezone.utc)
     row["recipient_key"] = outcome.recipient.strip().lower()
-    row["attempts"] = int(outcome.attempts or 1)
+    # 0 is meaningful: the copy was answered without asking a provider (skipped, refused by
+    # policy, its provider unavailable).
+    attempts = 1 if outcome.attempts is None else outcome.attempts
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0:
+        raise InvalidParameter("outcome.attempts", "must be a whole number, 0 or more "
+                                                   "(got {!r})".format(outcome.attempts))
+    row["attempts"] = attempts
     values = outcome_facets(outcome, preview)
     row["preview"] = values["preview"]
     row["facets"] = facets.pack(values)  # also validates every word

@@ -12,6 +12,8 @@ upgrading an empty database to head yields exactly these definitions.
   how often we moved it. Writers lock these rows, so concurrent writers of one copy
   serialise while everyone else proceeds.
 - episodes: per copy and destination, the episode number and which row counts in it.
+- decisions: analysts' answers to approval inquiries (approved / rejected), one row per
+  answer, kept whether or not a run followed (since 0003).
 - meta: small key/value settings of this ledger (the cursor signing key).
 """
 from __future__ import annotations
@@ -22,7 +24,7 @@ from sqlalchemy import (JSON, BigInteger, Boolean, Column, DateTime, Index, Inte
                         String, Table, Text, text)
 from sqlalchemy.types import TypeDecorator
 
-SCHEMA_HEAD = "0002"  # keep equal to the newest revision in migrations/versions
+SCHEMA_HEAD = "0003"  # keep equal to the newest revision in migrations/versions
 VERSION_TABLE = "ledger_alembic_version"
 
 WORD = 32  # DESIGN words are short; 32 leaves room
@@ -159,4 +161,22 @@ episodes = Table(
     Column("preview_run_id", String(RUN_ID)),
     Column("preview_rank", Integer, nullable=False),
     Column("preview_moves", Integer),  # copies.moves when that preview episode opened
+)
+
+decisions = Table(
+    "decisions", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("decided_at", UTCDateTime, nullable=False),
+    Column("decision", String(WORD), nullable=False),  # approved | rejected
+    Column("message_id", String(MESSAGE_ID), nullable=False),
+    Column("run_id", String(RUN_ID)),  # the run it concerns, when one is known
+    Column("decided_by", Text),
+    Column("comment", Text),
+    Column("copies", Integer),
+    Column("destination", String(WORD)),
+    Column("trigger", String(WORD)),
+    Column("disposition", String(WORD)),
+    # decisions of a window, newest first (keyset on decided_at, id)
+    Index("ix_decisions_decided_at", "decided_at", "id"),
+    Index("ix_decisions_message_id", "message_id"),
 )

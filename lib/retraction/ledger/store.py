@@ -11,6 +11,7 @@ from sqlalchemy import and_, bindparam, func, select, true, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from retraction.campaign import Earlier
 from retraction.ledger import cursor as cursors
 from retraction.ledger import facets
 from retraction.ledger.connect import WRITE, create_ledger_engine
@@ -18,15 +19,20 @@ from retraction.ledger.episodes import Copy, Episode, decide, supersedes
 from retraction.ledger.migrate import ensure_current
 from retraction.ledger.rows import OUTCOME_FIELDS, detail, outcome_row, to_outcome
 from retraction.ledger.schema import copies, episodes, meta, outcomes, runs
+from retraction.ledger.schema import decisions as decisions_table
 from retraction.metrics.errors import InvalidParameter
+from retraction.metrics.query import MAX_LIMIT
 from retraction.metrics.record import (Filters, MetricRecord, TimeToRetract,
                                        interpolate_seconds, percentile_ranks,
                                        record_from_outcomes, seconds)
 from retraction.metrics.window import Window, parse_time, parse_window
-from retraction.model import Destination, Outcome, Reason, RetractionRequest, Status, utc_now
+from retraction.model import (Destination, Disposition, Mode, Outcome, Reason,
+                              RetractionRequest, Status, Trigger, utc_now)
 
 RUN_STATES = ("running", "finished", "failed")
-MAX_LIMIT = 1000
+DECISIONS = ("approved", "rejected")  # an analyst's answer to an approval inquiry
+# The episode rank of the row that counts -> its status (see metrics.record.RANK).
+_STATUS_OF_RANK = {3: Status.RETRACTED.value, 2: Status.ALREADY_IN_DESTINATION.value}
 _IN_CHUNK = 400  # pairs per IN list: under SQLite's 999-variable limit before 3.32
 _EPISODE_FIELDS = ("episode", "run_id", "rank", "placed", "preview_episode", "preview_run_id",
                    "preview_rank", "preview_moves")
@@ -150,6 +156,41 @@ class Ledger:
             conn.execute(runs.update().where(runs.c.run_id == run_id).values(
                 state=state, finished_at=utc_now(), metric_record=record.to_dict()))
         return record
+
+    def record_decision(self, message_id: str, decision: str,
+                        decided_by: Optional[str] = None, comment: Optional[str] = None,
+                        copies: Optional[int] = None, destination: Optional[str] = None,
+                        trigger: Optional[str] = None, disposition: Optional[str] = None,
+                        run_id: Optional[str] = None, decided_at: Optional[datetime] = None
+                        ) -> Dict[str, Any]:
+        """Keep an analyst's answer to an approval inquiry (`approved` or `rejected`) with
+        what was asked: the message, how many copies, where to, and why (trigger,
+        disposition). `run_id` when the decision concerns a known run. Returns the stored
+        row (with its `id`)."""
+        decision = _word("decision", decision, DECISIONS)
+        if decision is None:
+            raise InvalidParameter("decision", "is required (one of {})".format(
+                ", ".join(DECISIONS)))
+        if not isinstance(message_id, str) or not message_id.strip():
+            raise InvalidParameter("message_id", "is required")
+        if copies is not None and (isinstance(copies, bool) or not isinstance(copies, int)
+                                   or copies < 0):
+            raise InvalidParameter("copies", "must be a whole number, 0 or more, got "
+                                             "{!r}".format(copies))
+        if run_id is not None and (not isinstance(run_id, str) or len(run_id) > 64):
+            raise InvalidParameter("run_id", "must be a run id (at most 64 characters)")
+        values = {
+            "decided_at": parse_time("decided_at", decided_at) or utc_now(),
+            "decision": decision, "message_id": message_id.strip(), "run_id": run_id or None,
+            "decided_by": decided_by or None, "comment": comment or None, "copies": copies,
+            "destination": _word("destination", destination, Destination.values()),
+            "trigger": _word("trigger", trigger, Trigger.values()),
+            "disposition": _word("disposition", disposition, Disposition.values()),
+        }
+        with self._write() as conn, conn.begin():
+            inserted = conn.execute(decisions_table.insert().values(**values))
+            new_id = inserted.inserted_primary_key[0]
+        return _decision(dict(values, id=new_id))
 
     def _preview_flags(self, run_ids: Set[str]) -> Dict[str, bool]:
         unknown = sorted(run_ids - set(self._preview_runs))
@@ -287,6 +328,33 @@ class Ledger:
                     found.update(wanted[key])
         return found
 
+    def placed_by(self, message_id: str, destination: str, recipients: Iterable[str]
+                  ) -> Dict[str, Earlier]:
+        """The given recipients whose copy of `message_id` the ledger last saw in
+        `destination`, each with the run whose outcome counts in that episode (it retracted
+        the copy, or found it there): the engine's skip list. The same test as
+        `retracted_recipients`, plus the run id."""
+        destination = _word("destination", str(destination), Destination.values())
+        wanted = {}  # type: Dict[str, List[str]]
+        for recipient in recipients:
+            wanted.setdefault(recipient.strip().lower(), []).append(recipient)
+        on = and_(episodes.c.message_id == copies.c.message_id,
+                  episodes.c.recipient_key == copies.c.recipient_key,
+                  episodes.c.destination == copies.c.location)
+        found = {}  # type: Dict[str, Earlier]
+        with self.engine.connect() as conn:
+            for chunk in _chunks(sorted(wanted)):
+                query = select(copies.c.recipient_key, episodes.c.run_id, episodes.c.rank) \
+                    .select_from(copies.join(episodes, on)) \
+                    .where(copies.c.message_id == message_id,
+                           copies.c.location == destination,
+                           copies.c.recipient_key.in_(chunk))
+                for key, earlier_run, rank in conn.execute(query):
+                    status = _STATUS_OF_RANK.get(rank, Status.ALREADY_IN_DESTINATION.value)
+                    for recipient in wanted[key]:
+                        found[recipient] = Earlier(earlier_run or "unknown", status)
+        return found
+
     def metric_record(self, window: Optional[Window] = None,
                       filters: FiltersInput = None) -> MetricRecord:
         """The metric record of the counted copies completed in `window` (default: the last
@@ -407,6 +475,62 @@ class Ledger:
                                          [rows[-1]["requested_at"], rows[-1]["run_id"]])
         return rows, next_cursor
 
+    def decisions(self, window: Optional[Window] = None, decision: Optional[str] = None,
+                  message_id: Optional[str] = None, limit: int = 50,
+                  cursor: Optional[str] = None) -> Tuple[List[Dict[str, Any]], Optional[str]]:
+        """Approval decisions made in `window` (default: all), newest first, paged like
+        details."""
+        decision = _word("decision", decision, DECISIONS)
+        limit = _limit(limit)
+        query_id = {"decision": decision, "message_id": message_id or None}
+        d = decisions_table.c
+        where = []
+        if window is not None:
+            where += [d.decided_at >= window.since, d.decided_at < window.until]
+        if decision:
+            where.append(d.decision == decision)
+        if message_id:
+            where.append(d.message_id == message_id)
+        if cursor:
+            at, row_id = cursors.decode(self._key(), "decisions", query_id, cursor)
+            where.append(tuple_(d.decided_at, d.id) < tuple_(parse_time("cursor", at), row_id))
+        query = select(decisions_table).where(*where) \
+            .order_by(d.decided_at.desc(), d.id.desc()).limit(limit + 1)
+        with self.engine.connect() as conn:
+            rows = [_decision(row) for row in conn.execute(query).mappings()]
+        next_cursor = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            next_cursor = cursors.encode(self._key(), "decisions", query_id,
+                                         [rows[-1]["decided_at"], rows[-1]["id"]])
+        return rows, next_cursor
+
+    def decision_counts(self, window: Optional[Window] = None, filters: FiltersInput = None
+                        ) -> Optional[Dict[str, int]]:
+        """{"approved": n, "rejected": n} over the decisions made in `window` (default: the
+        last 24 hours), narrowed by the trigger, disposition, destination and mode filters
+        (an analyst-triggered decision is manual, any other automatic). None with a provider
+        filter: a decision concerns a whole run, not one provider's copies."""
+        window = window or parse_window()
+        flt = Filters.of(filters)
+        if flt.provider is not None:
+            return None
+        d = decisions_table.c
+        where = [d.decided_at >= window.since, d.decided_at < window.until]
+        for name in ("trigger", "disposition", "destination"):
+            if getattr(flt, name) is not None:
+                where.append(getattr(d, name) == getattr(flt, name))
+        if flt.mode == Mode.MANUAL.value:
+            where.append(d.trigger == Trigger.ANALYST.value)
+        elif flt.mode == Mode.AUTO.value:
+            where.append(d.trigger != Trigger.ANALYST.value)
+        counts = dict.fromkeys(DECISIONS, 0)
+        query = select(d.decision, func.count()).where(*where).group_by(d.decision)
+        with self.engine.connect() as conn:
+            for word, count in conn.execute(query):
+                counts[word] = count
+        return counts
+
     def run(self, run_id: str) -> Optional[Dict[str, Any]]:
         with self.engine.connect() as conn:
             row = conn.execute(select(runs).where(runs.c.run_id == run_id)).mappings().first()
@@ -439,4 +563,13 @@ def _run(row: Mapping[str, Any]) -> Dict[str, Any]:
         if isinstance(data[name], datetime):
             data[name] = data[name].isoformat()
     data["preview"] = bool(data["preview"])
+    return data
+
+
+def _decision(row: Mapping[str, Any]) -> Dict[str, Any]:
+    data = {name: row[name] for name in ("id", "decided_at", "decision", "message_id",
+                                         "run_id", "decided_by", "comment", "copies",
+                                         "destination", "trigger", "disposition")}
+    if isinstance(data["decided_at"], datetime):
+        data["decided_at"] = data["decided_at"].isoformat()
     return data

@@ -379,11 +379,6 @@ def _common(config: Any, log: Any) -> Tuple[Any, Optional[CloudflareClient]]:
     return settings, client
 
 
-def _per_page(settings: Any) -> int:
-    # `verdicts.per_page` is not a config key yet; the sensors use Cloudflare's maximum.
-    return int(getattr(settings.verdicts, "per_page", DEFAULT_PER_PAGE))
-
-
 def verdict_poll(config: Any, store: Any, dispatch: Dispatch, log: Any = None,
                  poll_interval: float = DEFAULT_POLL_INTERVAL) -> Optional[VerdictPoll]:
     """The verdict sensor's poll from the pack config; None (logged) if Cloudflare is not
@@ -393,7 +388,7 @@ def verdict_poll(config: Any, store: Any, dispatch: Dispatch, log: Any = None,
         return None
     return VerdictPoll(client, store, dispatch, dispositions=settings.verdicts.dispositions,
                        lookback=timedelta(hours=settings.verdicts.lookback_hours), log=log,
-                       per_page=_per_page(settings), poll_interval=poll_interval)
+                       per_page=settings.verdicts.per_page, poll_interval=poll_interval)
 
 
 def submission_poll(config: Any, store: Any, dispatch: Dispatch, log: Any = None,
@@ -404,4 +399,4 @@ def submission_poll(config: Any, store: Any, dispatch: Dispatch, log: Any = None
     return SubmissionPoll(client, store, dispatch,
                           dispositions=settings.verdicts.submission_dispositions,
                           lookback=timedelta(hours=settings.verdicts.lookback_hours), log=log,
-                          per_page=_per_page(settings), poll_interval=poll_interval)
+                          per_page=settings.verdicts.per_page, poll_interval=poll_interval)
