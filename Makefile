@@ -42,3 +42,15 @@ $(STAMP): requirements.txt requirements-tests.txt | $(PY)
 clean:
 	rm -rf $(VENV)
 	find . -name __pycache__ -type d -not -path './.git/*' -prune -exec rm -rf {} +
+
+# make test-py38: the whole suite again on Python 3.8 (StackStorm 3.8's pack Python) in .venv38,
+# installed with the pip that 3.8's venv bundles; says so and passes when no 3.8 is found.
+.PHONY: test-py38
+test-py38:
+	bash tools/ci/test_py38.sh
+
+# make demo: the pack's sensors, rules, actions and workflows on a local sandbox tenant,
+# narrated step by step (tools/demo.py; the sandbox runs as a subprocess and is stopped after).
+.PHONY: demo
+demo: $(STAMP)
+	$(PY) tools/demo.py

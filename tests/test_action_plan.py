@@ -197,6 +197,95 @@ class PlanActionTest(BaseActionTestCase):
         self.assertIn("from 'billing@evil.example'", question)
         self.assertIn("cloudflare says MALICIOUS", question)
 
+    # -- a changed verdict: every previous x new disposition ---------------------------------
+    def check_changes(self, config, table):
+        """`table[previous]` lists, per new disposition (DISPOSITIONS order), "act", "had"
+        (already handled: the previous disposition's destination is as strong or stronger)
+        or "-" (the new disposition maps to no action)."""
+        destinations = {d: dest for d, dest in EXPECTED["defaults"].items()}
+        destinations.update(config.pop("_destinations", {}))
+        for previous, row in table.items():
+            for new, expected in zip(DISPOSITIONS, row):
+                with self.subTest(previous=previous, new=new):
+                    ok, result = self.plan(config, trigger="post_delivery", disposition=new,
+                                           previous_disposition=previous)
+                    self.assertIs(ok, True)
+                    self.assertEqual(result["previous_disposition"], previous)
+                    self.assertEqual(result["act"], expected == "act")
+                    if expected == "act":
+                        self.assertEqual(result["destination"], destinations[new])
+                    elif expected == "-":
+                        self.assertTrue(result["why"].startswith("no action by policy"))
+                    else:
+                        before = destinations[previous]
+                        self.assertIsNone(result["destination"])
+                        self.assertEqual(result["why"], (
+                            "already handled: previous disposition %s sent copies to %s, and "
+                            "%s -> %s is not stronger" % (previous, before, new,
+                                                          destinations[new])))
+
+    def test_a_changed_verdict_moves_copies_only_further_default_map(self):
+        # MALICIOUS -> trash, SUSPICIOUS and SPOOF -> junk, SPAM, BULK and NONE: no action.
+        self.check_changes({}, {
+            # new:      MALICIOUS SUSPICIOUS SPOOF  SPAM BULK NONE
+            "MALICIOUS": ["had", "had", "had", "-", "-", "-"],
+            "SUSPICIOUS": ["act", "had", "had", "-", "-", "-"],
+            "SPOOF": ["act", "had", "had", "-", "-", "-"],
+            "SPAM": ["act", "act", "act", "-", "-", "-"],
+            "BULK": ["act", "act", "act", "-", "-", "-"],
+            "NONE": ["act", "act", "act", "-", "-", "-"],
+        })
+
+    def test_a_changed_verdict_moves_copies_only_further_every_destination(self):
+        # hard_delete > soft_delete > trash > junk > no action (inbox)
+        destinations = {"MALICIOUS": "hard_delete", "SUSPICIOUS": "soft_delete",
+                        "SPOOF": "trash", "SPAM": "junk", "BULK": None, "NONE": None}
+        config = {"allow_hard_delete": True, "auto_retract": {"dispositions": {
+            "MALICIOUS": "hard_delete", "SUSPICIOUS": "soft_delete", "SPOOF": "trash",
+            "SPAM": "junk", "BULK": "none"}}, "_destinations": destinations}
+        self.check_changes(config, {
+            # new:      MALICIOUS SUSPICIOUS SPOOF  SPAM BULK NONE
+            "MALICIOUS": ["had", "had", "had", "had", "-", "-"],
+            "SUSPICIOUS": ["act", "had", "had", "had", "-", "-"],
+            "SPOOF": ["act", "act", "had", "had", "-", "-"],
+            "SPAM": ["act", "act", "act", "had", "-", "-"],
+            "BULK": ["act", "act", "act", "act", "-", "-"],
+            "NONE": ["act", "act", "act", "act", "-", "-"],
+        })
+
+    def test_previous_disposition_with_no_action_reads_left_where_they_were(self):
+        # a map that sends a disposition to the inbox (release) is as weak as no action
+        ok, result = self.plan({"auto_retract": {"dispositions": {"MALICIOUS": "inbox"}}},
+                               disposition="MALICIOUS", previous_disposition="spam")
+        self.assertEqual((result["act"], result["previous_disposition"]), (False, "SPAM"))
+        self.assertEqual(result["why"], "already handled: previous disposition SPAM left "
+                                        "copies where they were (no action by policy), and "
+                                        "MALICIOUS -> inbox is not stronger")
+
+    def test_without_previous_disposition_nothing_changes(self):
+        for previous in (None, "", "  "):
+            ok, result = self.plan({}, disposition="SUSPICIOUS", previous_disposition=previous)
+            self.assertEqual((result["act"], result["destination"]), (True, "junk"))
+            self.assertIsNone(result["previous_disposition"])
+
+    def test_the_switch_still_comes_first(self):
+        ok, result = self.plan({"auto_retract": {"post_delivery_response": False}},
+                               trigger="post_delivery", previous_disposition="MALICIOUS")
+        self.assertTrue(result["why"].startswith("no action by policy: post-delivery response "
+                                                 "is off"))
+
+    # -- the inquiry, as the config says ---------------------------------------------------
+    def test_the_inquiry_settings_come_from_the_config(self):
+        ok, result = self.plan({})
+        self.assertEqual(result["inquiry"], {"route": "email_retraction", "users": [],
+                                             "roles": [], "ttl": 1440})
+        ok, result = self.plan({"approval": {"route": "#soc", "users": ["alice", "bob"],
+                                             "roles": ["soc_lead"], "ttl_minutes": 30,
+                                             "threshold": 0}})
+        self.assertEqual(result["inquiry"], {"route": "#soc", "users": ["alice", "bob"],
+                                             "roles": ["soc_lead"], "ttl": 30})
+        self.assertIs(result["needs_approval"], True)
+
     # -- what the run records --------------------------------------------------------------
     def test_comment_and_requested_by(self):
         ok, result = self.plan({}, trigger="phish_submission", requested_by="alice@corp.example",
@@ -231,6 +320,8 @@ class PlanActionTest(BaseActionTestCase):
             (dict(recipients_count="many"), "recipients_count"),
             (dict(requested_by="x" * 201), "requested_by"),
             (dict(colour="red"), "colour"),
+            (dict(previous_disposition="EVIL"), "previous_disposition"),
+            (dict(previous_disposition=3), "previous_disposition"),
         ]
         for params, field in cases:
             with self.subTest(field=field, params=params):

@@ -148,13 +148,36 @@ class RetractActionTest(BaseActionTestCase):
             self.run_action(config, message_id=MID, recipients=["alice@corp.example"])
         assert caught.value.key == "limits.max_recipients"
 
-    def test_nothing_attempted_is_a_failure(self):
+    def test_copies_refused_by_policy_are_definitive_not_a_failure(self):
+        """An unconfigured domain and a protected mailbox: the pack's own guard answered both
+        copies (out_of_scope, 0 attempts), so the execution succeeds with failed copies."""
+        before = self.box.counters.snapshot()
         ok, result = self.run_action(message_id=MID, recipients=["x@elsewhere.example",
                                                                  "journal@corp.example"])
-        assert ok is False
-        assert "no copy could be attempted" in result["error"]
-        assert "2 out_of_scope" in result["error"]
+        assert ok is True and "error" not in result
         assert result["counts"]["attempted"] == 0
+        assert result["counts"]["by_reason"] == {"out_of_scope": 2}
+        got = self.by_recipient(result)
+        assert {a: (o["error_code"], o["attempts"]) for a, o in got.items()} == {
+            "x@elsewhere.example": ("domain_not_configured", 0),
+            "journal@corp.example": ("protected_mailbox", 0)}
+        assert self.box.counters.snapshot()["routes"] == before["routes"]  # nobody was asked
+        with Ledger(self.ledger_url) as ledger:
+            rows, _ = ledger.details(recipient="journal@corp.example")
+        assert [(r["reason"], r["attempts"]) for r in rows] == [("out_of_scope", 0)]
+
+    def test_nothing_attempted_is_a_failure(self):
+        """Every copy that needed a provider failed because its provider was unavailable
+        (credentials rejected): that is a failure, also when policy refused the others."""
+        config = dict(self.config)
+        config["microsoft"] = dict(config["microsoft"], client_secret="wrong-secret")
+        ok, result = self.run_action(config, message_id=MID, recipients=[
+            "alice@corp.example", "bob@corp.example", "x@elsewhere.example"])
+        assert ok is False
+        assert result["error"].startswith("no copy could be attempted: 3 failed")
+        assert "2 not_authorized" in result["error"] and "1 out_of_scope" in result["error"]
+        assert result["counts"]["attempted"] == 0
+        assert folders(self.box, "alice@corp.example") == ["inbox"]
 
     def test_rejected_credentials_fail_that_providers_copies(self):
         config = dict(self.config)
@@ -341,3 +364,26 @@ class RetractLedgerAndChunkTest(BaseActionTestCase):
             assert "run is for %s=" % word in str(caught.value)
         assert self.box.counters.snapshot() == before
         assert folders(self.box, "alice@corp.example") == ["inbox"]
+
+    def test_a_chunk_of_only_refused_copies_is_ok_and_the_run_finishes(self):
+        from aggregate_run import AggregateRunAction
+
+        ok, plan = SplitRecipientsAction(config=self.config).run(
+            message_id=MID, recipients=["x@elsewhere.example", "journal@corp.example",
+                                        "alice@corp.example"], destination="trash",
+            chunk_size=2)
+        assert plan["chunks"][0] == ["x@elsewhere.example", "journal@corp.example"]
+        oks = []
+        for chunk in plan["chunks"]:
+            ok, result = self.run_action(message_id=MID, recipients=chunk, destination="trash",
+                                         run_id=plan["run_id"])
+            oks.append(ok)
+        assert oks == [True, True]
+        # what retract_campaign does next: no chunk failed, so the run is finished
+        ok, aggregated = AggregateRunAction(config=self.config).run(run_id=plan["run_id"],
+                                                                    failed_chunks=0)
+        assert ok and aggregated["state"] == "finished"
+        record = aggregated["metric_record"]
+        assert (record["total"], record["retracted"], record["failed"]) == (3, 1, 2)
+        assert record["failed_by_reason"]["out_of_scope"] == 2
+        assert folders(self.box, "alice@corp.example") == ["trash"]

@@ -121,6 +121,22 @@ class RetractionMetricsActionTest(BaseActionTestCase):
         assert last["window"]["label"] == "last 1h" and last["record"]["total"] == 9
         assert last["card"].splitlines()[1].startswith("Window: ")
 
+    def test_approval_decisions_of_the_window_are_counted(self):
+        from retraction.ledger import Ledger
+
+        self.seed()
+        with Ledger(self.config["ledger_url"]) as ledger:
+            for decision, trigger in (("approved", "disposition"), ("rejected", "disposition"),
+                                      ("rejected", "post_delivery")):
+                ledger.record_decision(MID, decision, trigger=trigger, destination="trash",
+                                       disposition="MALICIOUS", copies=400)
+        ok, result = self.metrics()
+        assert result["decisions"] == {"approved": 1, "rejected": 2}
+        ok, result = self.metrics(trigger="post_delivery", format="json")
+        assert result["decisions"] == {"approved": 0, "rejected": 1}
+        ok, result = self.metrics(provider="microsoft")
+        assert result["decisions"] is None and result["record"]["total"] > 0
+
     def test_bad_input_names_the_parameter_and_opens_nothing(self):
         cases = [
             ({"last": "3x"}, "last"),

@@ -99,10 +99,11 @@ class RetractAliasTest(ChatOps):
         assert len(lines) == 8
 
     def test_reply_when_nothing_could_be_attempted(self):
+        self.config["microsoft"] = dict(self.config["microsoft"], client_secret="wrong-secret")
         _, execution, reply = self.chat(
-            "retract <abc@evil.example> from x@elsewhere.example", RetractAction)
+            "retract <abc@evil.example> from alice@corp.example", RetractAction)
         assert execution["status"] == "failed"
-        assert ":warning: no copy could be attempted: 1 failed (1 out_of_scope)" in reply
+        assert ":warning: no copy could be attempted: 1 failed (1 not_authorized)" in reply
         assert reply.startswith("Retraction of `abc@evil.example` to junk: 1 copy ")
 
     def test_reply_when_the_action_refused_the_input(self):

@@ -122,7 +122,7 @@ def test_placed_by_names_the_run_that_counts(ledger):
     ledger.record_run_started(second)
     ledger.record_outcomes([outcome(second, "a@corp.example", "already_in_destination")])
     found = ledger.placed_by(MSGID, "junk", ["A@corp.example", "b@corp.example",
-                                                       "c@corp.example", "d@corp.example"])
+                                             "c@corp.example", "d@corp.example"])
     assert found == {"A@corp.example": campaign.Earlier(first.run_id, "retracted"),
                      "b@corp.example": campaign.Earlier(first.run_id,
                                                         "already_in_destination")}

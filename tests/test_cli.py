@@ -242,6 +242,14 @@ def test_metrics_in_every_format(history):
                                "malicious").stdout)
     assert as_format["record"]["total"] == 9 and as_format["card"] is None
     assert as_format["filters"] == {"disposition": "MALICIOUS"}
+    # approval decisions of the window, as retraction_metrics returns them
+    assert as_format["decisions"] == {"approved": 0, "rejected": 0}
+    assert data["decisions"] is None  # a provider filter: decisions concern whole runs
+    with cli.ledger() as ledger:
+        ledger.record_decision(MID, "rejected", decided_by="bob", trigger="disposition",
+                               disposition="MALICIOUS", destination="trash")
+    decided = cli.json("metrics", "--last", "1h")[1]["decisions"]
+    assert decided == {"approved": 0, "rejected": 1}
     since = cli.json("metrics", "--since", "2000-01-01T00:00:00Z", "--until",
                      "2000-01-02T00:00:00Z")[1]
     assert since["record"]["total"] == 0 and since["window"]["last"] is None

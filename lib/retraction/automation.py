@@ -35,6 +35,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from retraction.campaign import run_id as checked_run_id
 from retraction.model import Destination, Disposition, Mode, Trigger
 from retraction.policy import Policy
 from retraction.validation import (InvalidRequest, free_text, message_id, recipients, show,
@@ -259,8 +260,6 @@ def _optional(params: Mapping[str, Any], name: str) -> Any:
 def decision_from_params(params: Mapping[str, Any]) -> Dict[str, Any]:
     """The arguments of `Ledger.record_decision` from the `record_decision` action's
     parameters, every field checked (InvalidRequest naming it) before the ledger is opened."""
-    from retraction.campaign import run_id as checked_run_id
-
     unknown = sorted(set(params) - set(DECISION_FIELDS))
     if unknown:
         raise InvalidRequest(unknown[0], params[unknown[0]], "is not a parameter of "

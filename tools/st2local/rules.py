@@ -279,7 +279,7 @@ class RuleEngine(object):
             enforcement = Enforcement(rule, trigger, payload)
             try:
                 enforcement.params, enforcement.problems = enforce(rule, payload, self.pack)
-            except (jinja2.TemplateError, ValueError, SyntaxError) as exc:
+            except Exception as exc:  # st2 records why the enforcement failed
                 enforcement.failure_reason = "%s: %s" % (type(exc).__name__, exc)
             if enforcement.problems:
                 enforcement.failure_reason = "; ".join(enforcement.problems)

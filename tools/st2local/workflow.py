@@ -29,7 +29,6 @@ from tools.st2local.runtime import ParameterError, WorkflowError
 
 __all__ = ["Workflow"]
 
-ENGINE_COMMANDS = ("continue", "fail", "noop", "retry")
 TASK_KEYS = frozenset(["action", "input", "next", "with"])
 
 
