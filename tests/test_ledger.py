@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from retraction.ledger import InvalidParameter, Ledger
 from retraction.ledger.schema import outcomes as outcomes_table
-from retraction.metrics import parse_window
+from retraction.metrics import parse_window, record_from_outcomes
 from retraction.model import Outcome, RetractionRequest
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
@@ -462,6 +462,41 @@ def test_runs_list_page_and_finish(ledger):
                                                 destination="junk", run_id="run-1"))
     assert ledger.run("run-1")["state"] == "running"  # a retried run runs again
     assert ledger.run("nope") is None
+
+
+def test_run_record_is_grouped_in_sql_with_the_in_memory_figures(ledger):
+    """The run's record comes from grouped SQL; it must equal the in-memory rule over the
+    run's outcomes: copies another run counts first, a retried chunk's better outcome, mixed
+    words, durations (p50/p95/max); and a preview run's own track."""
+    start(ledger, "run-0")
+    ledger.record_outcomes([oc("run-0", "u00@corp.example")])  # counted by run-0, not run-1
+    start(ledger, "run-1")
+    first = [oc("run-1", "u{:02d}@corp.example".format(i), at=i * 7,
+                verdict_time=T0 - timedelta(seconds=30 + i),
+                was_read=(None, True, False)[i % 3], provider=("microsoft", "google")[i % 2],
+                disposition=(None, "SPOOF")[i % 2])
+             for i in range(20)]
+    first[3] = oc("run-1", "u03@corp.example", status="failed", reason="provider_error")
+    first[4] = oc("run-1", "U04@Corp.example", status="failed", reason="not_a_mailbox")
+    first[5] = oc("run-1", "u05@corp.example", status="already_in_destination", at=2)
+    retried = [oc("run-1", "u03@corp.example", at=300),
+               oc("run-1", "u04@corp.example", status="failed")]
+    ledger.record_outcomes(first)
+    ledger.record_outcomes(retried)
+    start(ledger, "run-p", preview=True)
+    ledger.record_outcomes([oc("run-p", "a@corp.example", status="previewed"),
+                            oc("run-p", "b@corp.example", status="failed")])
+    for run_id, preview in (("run-1", False), ("run-p", True), ("run-0", False)):
+        expected = record_from_outcomes(ledger.outcomes_for_run(run_id), preview=preview)
+        record = ledger.record_run_finished(run_id)
+        assert record.to_dict() == expected.to_dict()
+        assert ledger.run(run_id)["metric_record"] == expected.to_dict()
+    record = ledger.run("run-1")["metric_record"]
+    assert (record["total"], record["retracted"], record["failed"]) == (20, 18, 1)
+    assert record["failed_by_reason"]["not_found"] == 1  # the retried chunk's latest failure
+    assert record["time_to_retract"]["count"] == 18
+    assert record["time_to_retract"]["max_s"] == 360.0  # u03, retracted at +300 s
+    assert ledger.run("run-p")["metric_record"]["preview_failed"] == 1
 
 
 @pytest.mark.parametrize("call, field", [

@@ -614,3 +614,46 @@ def test_a_failing_target_iterator_surfaces_in_the_caller(sandbox, gmail):
 def test_no_targets_no_calls(sandbox, gmail):
     assert list(gmail.retract(request_for([]), iter(()))) == []
     assert "google.token" not in routes(sandbox) and "gmail.batch" not in routes(sandbox)
+
+
+def test_unusable_private_key_names_the_field_before_any_call(sandbox):
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    ec_pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()).decode()
+    for pem, why in (("-----BEGIN PRIVATE KEY-----\ns3cr3t\n-----END PRIVATE KEY-----\n",
+                      "not an unencrypted PEM"), (ec_pem, "must be an RSA key")):
+        google, _ = settings_of(sandbox)
+        info = dict(json.loads(google.service_account_json), private_key=pem)
+        google = dataclasses.replace(google, service_account_json=json.dumps(info))
+        provider = provider_for(sandbox, google)
+        with pytest.raises(ConfigError, match="google.service_account_json") as caught:
+            list(provider.retract(request_for([CAROL]), [Target(CAROL)]))
+        provider.close()
+        assert why in str(caught.value) and "s3cr3t" not in str(caught.value)
+        assert ec_pem[40:80] not in str(caught.value)
+    assert "google.token" not in routes(sandbox) and sandbox.audit() == []
+
+
+def test_batches_fill_while_half_the_slots_are_busy(sandbox):
+    # Parts trickle in behind per-mailbox tokens; sent as soon as a slot frees, batches
+    # carried a fifth of batch_size. With a round trip to wait on, they must fill up.
+    sandbox.set_faults(rtt_ms=30)
+    google, limits = settings_of(sandbox)
+    google = types.SimpleNamespace(service_account_info=google.service_account_info,
+                                   **dict(dataclasses.asdict(google), batch_size=25))
+    provider = GmailProvider(google, dataclasses.replace(limits, provider_concurrency=8))
+    addresses = ["fill%03d@corp-mail.example" % i for i in range(400)]
+    for address in addresses:
+        sandbox.add_mailbox(address, copies=[{"message_id": MID}])
+    started = time.monotonic()
+    got = retract(provider, addresses)
+    elapsed = time.monotonic() - started
+    provider.close()
+    assert {status_of(o) for o in got.values()} == {"retracted"}
+    counters = routes(sandbox)
+    parts = sum(counters["gmail.messages." + m] for m in ("list", "get", "trash"))
+    assert parts == 3 * len(addresses)
+    assert parts / counters["gmail.batch"] >= 0.7 * 25, counters["gmail.batch"]  # was 0.6
+    assert elapsed < 10  # filling never holds a part for long

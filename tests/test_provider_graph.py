@@ -355,6 +355,47 @@ def test_dropped_connections_never_move_twice(sandbox, sandbox_campaign):
     assert sorted(e["mailbox"] for e in moves) == sorted(truth.recipients)
 
 
+def test_attempts_are_counted_per_request_not_per_copy(sandbox, sandbox_campaign):
+    """Half of all batch items fail 5xx, each request may be sent `max_attempts` (3) times.
+    The copy takes several requests (lookup, folder, move), so it needs more rounds than 3 in
+    all; it must still be retracted, once. (The seeded fault sequence makes the rounds
+    repeatable: with the old per-copy count this copy ended provider_error.)"""
+    mid = "<per-request@evil.example>"
+    truth = sandbox_campaign(message_id=mid, copies=1, microsoft_share=1.0, deleted_share=0,
+                             junk_share=0, seed=1)
+    sandbox.set_faults(graph={"rate_5xx": 0.5, "retry_after": 0.01}, seed=26)
+    provider = provider_for(sandbox, retry_budget_s=60, max_attempts=3)
+    try:
+        out = retract(provider, truth.recipients, message_id=mid)
+    finally:
+        provider.close()
+    (copy,) = out.values()
+    assert (copy.status, copy.reason) == ("retracted", None)
+    assert copy.attempts > 3  # rounds: more than one copy-wide budget allowed
+    assert sandbox.faults.to_dict()["injected"]["graph"]["5xx"] >= copy.attempts - 1
+    moves = [e for e in sandbox.audit() if e["message_id"] == mid]
+    assert [e["mailbox"] for e in moves] == truth.recipients  # moved exactly once
+
+
+def test_fault_storm_ends_every_copy_retracted(sandbox, sandbox_campaign):
+    """The faults bench's storm (10 % 5xx, 5 % 429) at the default limits: all retracted."""
+    mid = "<storm5xx@evil.example>"
+    truth = sandbox_campaign(message_id=mid, copies=100, microsoft_share=1.0,
+                             deleted_share=0, junk_share=0, seed=5)
+    sandbox.set_faults(graph={"rate_5xx": 0.1, "rate_429": 0.05, "retry_after": 0.01},
+                       seed=5)
+    provider = provider_for(sandbox)
+    try:
+        out = retract(provider, truth.recipients, message_id=mid)
+    finally:
+        provider.close()
+    assert {o.status for o in out.values()} == {"retracted"}
+    injected = sandbox.faults.to_dict()["injected"]["graph"]
+    assert injected["5xx"] > 0 and injected["429"] > 0
+    moves = [e for e in sandbox.audit() if e["message_id"] == mid]
+    assert sorted(e["mailbox"] for e in moves) == sorted(truth.recipients)  # each once
+
+
 def test_5xx_that_never_clears_is_provider_error(sandbox, graph):
     sandbox.set_faults(graph={"rate_5xx": 1.0, "status_5xx": 503, "retry_after": 0.05})
     provider = provider_for(sandbox, retry_budget_s=5, max_attempts=3)

@@ -1,7 +1,9 @@
 """tools/st2local, the StackStorm stand-in the tests and the demo share, tested on its own with
-a small pack written to a temporary directory: rule criteria, parameter rendering and casting,
-the action runner, workflow transitions and engine commands, with-items failure semantics,
-core.ask, Orquesta's evaluation of workflow inputs and string results, and the sensor service.
+a small pack written to a temporary directory: rule criteria, parameter rendering and casting
+(StackStorm's live-parameter rendering, Jinja defaults cast to their types, a rule parameter
+that shadows the trigger context), the action runner, workflow transitions and engine
+commands, with-items failure semantics, core.ask, Orquesta's evaluation of workflow inputs
+and string results, and the sensor service.
 """
 import json
 import os
@@ -11,11 +13,14 @@ import time
 import jinja2
 import pytest
 
-from tools.st2local import (NONE_MAGIC_VALUE, Pack, ParameterError, PayloadDropped,
-                            RuleEngine, RuleError, Runtime, SensorDrive, SensorService,
-                            Workflow, WorkflowError, cast_params, criteria_match, enforce, evaluate,
-                            load_module, parameter_problems, render_values)
+from tools.st2local import (NONE_MAGIC_VALUE, Pack, ParameterError, ParamException,
+                            PayloadDropped, RuleEngine, RuleError, Runtime, SensorDrive,
+                            SensorService, UndefinedParameter, Workflow, WorkflowError,
+                            cast_params, criteria_match, enforce, evaluate, load_module,
+                            parameter_problems, render_final_params, render_live_params,
+                            render_values)
 from tools.st2local.expressions import ExpressionError
+from tools.st2local.rules import ShadowedContext
 
 REF = "st2local_test"
 
@@ -79,6 +84,26 @@ FILES = {
         class BoomAction(Action):
             def run(self):
                 raise RuntimeError("kaput")
+    """,
+    "actions/defaults.yaml": """
+        name: defaults
+        runner_type: python-script
+        entry_point: defaults.py
+        enabled: true
+        parameters:
+          count: {type: integer, default: "{{ config_context.count }}"}
+          flag: {type: boolean, default: "{{ config_context.flag }}"}
+          who: {type: string, default: "{{ action_context.user }}"}
+          size: {type: integer, default: 5}
+          note: {type: string}
+    """,
+    "actions/defaults.py": """
+        from st2common.runners.base_action import Action
+
+
+        class DefaultsAction(Action):
+            def run(self, count, flag, who, size, note):
+                return {"count": count, "flag": flag, "who": who, "size": size, "note": note}
     """,
     "actions/transitions.yaml": """
         name: transitions
@@ -203,6 +228,24 @@ FILES = {
                 publish:
                   - jinja_joined: "{{ result().result.joined }}"
     """,
+    "actions/joined.yaml": """
+        name: joined
+        runner_type: orquesta
+        entry_point: workflows/joined.yaml
+        enabled: true
+        parameters:
+          parts: {type: array, required: true}
+    """,
+    "actions/workflows/joined.yaml": """
+        version: 1.0
+        input:
+          - parts
+        tasks:
+          step:
+            action: st2local_test.step
+            input:
+              name: <% ctx(parts).join('') %>
+    """,
     "actions/ask.yaml": """
         name: ask
         runner_type: orquesta
@@ -252,6 +295,12 @@ FILES = {
                 tags: {type: array, items: {type: string}}
                 extra: {type: [object, "null"]}
                 hold: {type: [number, string]}
+          - name: shadow
+            description: A payload for the shadow rule.
+            payload_schema:
+              type: object
+              properties:
+                name: {type: string}
     """,
     "sensors/tick_sensor.py": """
         from st2reactor.sensor.base import PollingSensor
@@ -293,6 +342,27 @@ FILES = {
             name: "{{ trigger.name }}"
             value: "{{ trigger.extra | tojson }}"
             hold: "{{ trigger.hold | default(0) }}"
+    """,
+    "rules/shadow.yaml": """
+        name: shadow
+        pack: st2local_test
+        description: Sets an action parameter named trigger.
+        enabled: true
+        trigger: {type: st2local_test.shadow}
+        action:
+          ref: st2local_test.labelled
+          parameters:
+            trigger: fixed
+            name: "{{ trigger.name }}"
+    """,
+    "actions/labelled.yaml": """
+        name: labelled
+        runner_type: python-script
+        entry_point: step.py
+        enabled: true
+        parameters:
+          name: {type: string, required: true}
+          trigger: {type: string}
     """,
     "rules/disabled.yaml": """
         name: disabled
@@ -423,6 +493,84 @@ def test_cast_params_to_the_declared_types():
         cast_params({"s": 49}, accepted)
 
 
+LIVE = {"s": {"type": "string"}, "i": {"type": "integer"}, "a": {"type": "array"},
+        "o": {"type": "object"}, "d": {"type": "integer", "default": 7},
+        "j": {"type": "integer", "default": "{{ config_context.n }}"}}
+
+
+def live(params, accepted=LIVE, **kwargs):
+    return render_live_params(accepted, params, {"user": "stanley", "pack": "p"},
+                              {"n": "3", "secret": "s3cr3t"}, **kwargs)
+
+
+def test_live_parameters_are_rendered_as_stackstorm_renders_them():
+    """st2common.util.param.render_live_params: what any execution's parameters go through."""
+    # a template without names is rendered (Python runs in StackStorm's Jinja), then cast
+    assert live({"s": "{{ 7 * 7 }}", "i": "{{ 6 * 7 }}"}) == {"s": "49", "i": 42, "j": 3}
+    assert live({"s": "{{ ''.__class__.__name__ }}"})["s"] == "str"
+    # a template whose every name is unknown is text; one that mixes known and unknown is not
+    assert live({"s": "Hi {{ x }} {{ y.z }}"})["s"] == "Hi {{ x }} {{ y.z }}"
+    with pytest.raises(ParamException, match='Dependency unsatisfied in variable "s"'):
+        live({"s": "{{ config_context.n }} {{ x }}"})
+    # the contexts: the pack config, who runs it, the datastore ('' for a missing key)
+    assert live({"s": "{{ config_context.secret }}/{{ action_context.user }}/"
+                      "{{ st2kv.system.k }}/{{ st2kv.system.none }}"},
+                datastore={"system": {"k": "kv"}})["s"] == "s3cr3t/stanley/kv/"
+    # parameters see each other; lists and dicts are rendered as JSON; text that is not a
+    # template is a value
+    rendered = live({"s": "{{ i + 1 }}", "i": 4, "a": ["{{ 1 + 1 }}", "{{ i }}"],
+                     "o": {"k": "{{ s }}!"}})
+    assert rendered == {"s": "5", "i": 4, "a": ["2", "4"], "o": {"k": "5!"}, "j": 3}
+    assert live({"s": "{{ oops"})["s"] == "{{ oops"
+    # a None live parameter takes its default; Jinja defaults are rendered and cast
+    assert live({"d": None}) == {"d": 7, "j": 3}
+    with pytest.raises(ParamException, match="Cyclic dependency"):
+        live({"s": "{{ i }}", "i": "{{ s }}"})
+    with pytest.raises(UndefinedParameter, match='Failed to render parameter "s"'):
+        live({"s": "{{ config_context.missing.deeper }}"})
+    with pytest.raises(ValueError, match="must either be a string or None"):
+        live({"s": 5})
+    # the final parameters: every declared one, defaults rendered, live values not again
+    assert render_final_params(LIVE, {"s": "{{ 1 }}"}, {}, {"n": 2}) == {
+        "s": "{{ 1 }}", "i": None, "a": None, "o": None, "d": 7, "j": 2}
+
+
+def test_jinja_defaults_are_cast_to_the_declared_type(pack):
+    rt = Runtime({"count": "12", "flag": "true"}, pack=pack)
+    status, result = rt.run_action("st2local_test.defaults", {})
+    assert status == "succeeded"
+    assert result["result"] == {"count": 12, "flag": True, "who": "stanley", "size": 5,
+                                "note": None}
+    status, result = rt.run_action("st2local_test.defaults", {"count": "3", "note": "n"})
+    assert (result["result"]["count"], result["result"]["note"]) == (3, "n")
+    with pytest.raises(ParameterError, match="invalid literal for int"):
+        Runtime({"count": "many", "flag": "false"}, pack=pack).run_action(
+            "st2local_test.defaults", {})
+
+
+def test_workflow_task_parameters_are_rendered_again(pack, state):
+    """YAQL's result is evaluated again as YAQL only, so Jinja it assembles reaches the task's
+    action execution, whose parameters render_live_params renders."""
+    for parts, ran in ((["{", "{ 6 * 7 }", "}"], "42"), (["Hi {", "{ x }", "}"], "Hi {{ x }}")):
+        walk = runtime(pack).workflow("st2local_test.joined", {"parts": parts}).run()
+        assert walk.status == "succeeded", walk.errors
+        assert state["ran"][-1] == ran
+
+
+def test_a_rule_parameter_named_like_the_trigger_context(pack):
+    """StackStorm's graph has one node per name: a rule setting an action parameter `trigger`
+    replaces the payload, and `{{ trigger.name }}` fails. st2local warns and keeps the
+    payload unless strict."""
+    payload = {"name": "n1"}
+    (strict,) = RuleEngine(None, pack, strict=True).dispatch("st2local_test.shadow", payload)
+    assert strict.failure_reason == (
+        "UndefinedParameter: Failed to render parameter \"name\": 'str object' has no "
+        "attribute 'name'")
+    with pytest.warns(ShadowedContext, match="rule shadow sets trigger"):
+        (kept,) = RuleEngine(None, pack).dispatch("st2local_test.shadow", payload)
+    assert (kept.failure_reason, kept.params) == (None, {"trigger": "fixed", "name": "n1"})
+
+
 def test_parameter_problems(pack):
     accepted = pack.action_parameters("st2local_test.step")
     assert "timeout" in accepted  # the python-script runner's own parameter
@@ -448,7 +596,9 @@ def test_rule_engine_matches_renders_casts_and_runs(pack, state):
     assert state["ran"] == ["deploy"]  # the disabled rule never ran boom
 
     (missing,) = engine.dispatch("st2local_test.tick", {"level": "high", "tags": ["urgent"]})
-    assert missing.status is None and missing.failure_reason.startswith("UndefinedError")
+    assert missing.status is None and missing.failure_reason == (
+        "UndefinedParameter: Failed to render parameter \"name\": 'dict object' has no "
+        "attribute 'name'")
     (bad,) = engine.dispatch("st2local_test.tick", dict(payload, hold="soon"))
     assert bad.status is None and "could not convert string to float" in bad.failure_reason
     assert state["ran"] == ["deploy"]
@@ -478,8 +628,10 @@ def test_python_actions_results_crashes_and_hooks(pack, state):
     assert status == "succeeded"
     assert result == {"result": {"name": "a", "value": None, "joined": "", "greeting": "hello"},
                       "exit_code": 0, "stdout": "", "stderr": ""}
-    assert rt.trail[-1] == ("st2local_test.step", {"name": "a", "hold": 0.0, "fail": False,
-                                                   "timeout": 600}, "succeeded")
+    # every declared parameter reaches the runner, None when it has no value
+    assert rt.trail[-1] == ("st2local_test.step", {
+        "name": "a", "hold": 0.0, "fail": False, "value": None, "parts": None, "timeout": 600,
+        "debug": None, "content_version": None, "env": None, "log_level": None}, "succeeded")
     assert rt.run_action("st2local_test.step", {"name": "b", "fail": True})[0] == "failed"
     assert rt.run_action("st2local_test.boom", {}) == ("failed", {
         "result": None, "exit_code": 1, "stdout": "", "stderr": "RuntimeError: kaput"})
@@ -618,8 +770,13 @@ def test_workflow_inputs_and_string_results_are_evaluated_again(pack, state):
     assert walk.status == "failed" and walk.tasks == []
     assert walk.errors[0]["message"] == \
         "Unable to evaluate expression '{{ x }}'. UndefinedError: 'x' is undefined"
+    # The API renders the live parameter first (render_live_params): the workflow gets "42".
     walk = runtime(pack).workflow("st2local_test.evaluate", {"text": "{{ 6 * 7 }}"}).run()
-    assert walk.status == "failed" and walk.tasks == []  # name=42 is not a string
+    assert (walk.status, walk.ctx["text"], state["ran"][-1]) == ("succeeded", "42", "42")
+    # As the workflow engine gets it from a rule (rendered once already), Orquesta evaluates
+    # it to the number 42, which the string parameter `name` refuses.
+    walk = Workflow(runtime(pack), "st2local_test.evaluate", {"text": "{{ 6 * 7 }}"}).run()
+    assert walk.status == "failed" and walk.tasks == []
     assert "Unable to request action execution" in walk.errors[0]["message"]
     assert "Value 42 must either be a string or None" in walk.errors[0]["message"]
 

@@ -498,17 +498,33 @@ def test_every_chunk_succeeds(tenant):
             if c["message_id"] == MID] == ["trash"]
 
 
-def test_a_chunk_with_nothing_to_attempt_fails_the_workflow_after_recording(tenant):
+def test_a_chunk_refused_by_policy_is_not_a_failed_chunk(tenant):
+    """Copies the pack's policy refuses (out_of_scope: no provider serves the domain) are
+    definitive outcomes: a chunk holding only those is ok and the run finishes. (A chunk whose
+    provider is unavailable fails the workflow after recording: see
+    test_workflow_auto_retract_decisions.py::
+    test_a_chunk_whose_provider_was_unavailable_fails_the_workflow.)"""
     box, url, config = tenant
     walk = walker(config, {"message_id": MID, "chunk_size": 2,
                            "recipients": ["alice@corp.example", "bob@corp.example",
                                           "x@elsewhere.example", "y@elsewhere.example"]}).run()
-    assert walk.tasks == [("split", "succeeded"), ("retract", "failed"),
+    assert walk.status == "succeeded", walk.errors
+    assert walk.tasks == [("split", "succeeded"), ("retract", "succeeded"),
                           ("aggregate", "succeeded"), ("conclude", "succeeded")]
-    assert walk.status == "failed" and walk.ctx["failed_chunks"] == 1
+    refused = [chunk for chunk in walk.ctx["chunks"]
+               if set(chunk) == {"x@elsewhere.example", "y@elsewhere.example"}]
+    assert len(refused) == 1  # one chunk of refused copies only
+    assert walk.ctx["failed_chunks"] == 0
     record = walk.output["metric_record"]
     assert (walk.output["state"], record["total"], record["retracted"],
-            record["failed_by_reason"]["out_of_scope"]) == ("failed", 4, 2, 2)
+            record["failed_by_reason"]["out_of_scope"]) == ("finished", 4, 2, 2)
+    with Ledger(url) as ledger:
+        assert ledger.run(walk.output["run_id"])["state"] == "finished"
+        assert sorted((o.recipient, o.status, o.reason)
+                      for o in ledger.outcomes_for_run(walk.output["run_id"])
+                      if o.recipient.endswith("@elsewhere.example")) == [
+            ("x@elsewhere.example", "failed", "out_of_scope"),
+            ("y@elsewhere.example", "failed", "out_of_scope")]
 
 
 def test_a_refused_request_stops_at_split_with_nothing_recorded(tenant):

@@ -28,14 +28,28 @@ Order of the checks, each ending the plan with its own reason:
 (`email_retraction/verdict`) against `VERDICT_BODY_SCHEMA`, then against the same field
 grammar as every other request, and returns the `auto_retract` parameters. Every problem
 names the field (`body.recipients[2]`), so the sender can fix its integration.
+
+Expression injection (retraction.inert): the subject, sender, reporter and ids of a phishing
+email reach `auto_retract`, whose engine evaluates any `{{ }}`/`{% %}`/`<% %>` in them. So
+everything these functions return is inert: free text through `free_text`, which makes it
+inert, ids and addresses refusing the delimiters, and the result dicts (and every error
+message, which a workflow publishes as `why`) passed through `inert_values` once more.
+A webhook body reaches `intake_verdict` as its input, which Orquesta evaluates before
+`validate_verdict` sees it; the body therefore travels percent-encoded
+(`{"percent_encoded_json": "<the body as JSON, URL-quoted>"}`, what the rule's
+`{{ trigger.body | tojson | urlencode }}` makes: no delimiter survives URL quoting) and is
+decoded here. A plain JSON object is still accepted (direct calls, tests).
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
+from urllib.parse import unquote
 
 from retraction.campaign import run_id as checked_run_id
+from retraction.inert import inert_text, inert_values
 from retraction.model import Destination, Disposition, Mode, Trigger
 from retraction.policy import Policy
 from retraction.validation import (InvalidRequest, free_text, message_id, recipients, show,
@@ -95,7 +109,8 @@ class Plan:
     mode: str = Mode.AUTO.value
 
     def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        """JSON-safe and inert (every string free of template delimiters)."""
+        return inert_values(asdict(self))
 
 
 def _source(value: Any, field: str) -> str:
@@ -159,8 +174,8 @@ def plan_verdict(policy: Policy, params: Mapping[str, Any]) -> Plan:
     given_comment = free_text(params.get("comment"), "comment", MAX_COMMENT)
     requested_by = (free_text(params.get("requested_by"), "requested_by", MAX_REQUESTED_BY)
                     or source)
-    # Shown to the analyst only, escaped by show(): an odd subject (attacker-chosen text)
-    # must never stop a retraction, so these two are not refused.
+    # Shown to the analyst only, escaped and made inert by show(): an odd subject
+    # (attacker-chosen text) must never stop a retraction, so these two are not refused.
     subject, sender = _shown(params.get("subject")), _shown(params.get("sender"))
 
     # What the ledger keeps with every outcome: which verdict this run answered.
@@ -330,6 +345,8 @@ class InvalidVerdict(ValueError):
     """A webhook body that is not a verdict: every problem, each naming its field."""
 
     def __init__(self, problems: List[Tuple[str, str]]):
+        # A field path can hold a key the sender chose (body.<unknown key>): inert, as all text.
+        problems = [(inert_text(field), inert_text(problem)) for field, problem in problems]
         self.problems = problems
         shown = "; ".join("%s %s" % (field, problem)
                           for field, problem in problems[:MAX_PROBLEMS_SHOWN])
@@ -394,10 +411,31 @@ def _schema_problems(body: Any) -> List[Tuple[str, str]]:
     return sorted(set(problems), key=lambda p: (p[0], p[1]))
 
 
+ENCODED_BODY = "percent_encoded_json"
+
+
+def decode_body(body: Any) -> Any:
+    """The webhook body: `{"percent_encoded_json": "%7B..."}` (what the webhook rule passes,
+    so Orquesta does not evaluate the body before it is checked) decoded, anything else as
+    given. InvalidVerdict when the encoded text is not URL-quoted UTF-8 JSON."""
+    if not (isinstance(body, dict) and list(body) == [ENCODED_BODY]):
+        return body
+    text = body[ENCODED_BODY]
+    if not isinstance(text, str):
+        raise InvalidVerdict([("body.%s" % ENCODED_BODY, "must be a string (got %s)"
+                               % show(text))])
+    try:
+        return json.loads(unquote(text, encoding="utf-8", errors="strict"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidVerdict([("body", "is not URL-quoted JSON (%s)" % type(exc).__name__)])
+
+
 def verdict_from_body(body: Any, settings: Any) -> Dict[str, Any]:
-    """The `auto_retract` parameters of a webhook body, or InvalidVerdict naming each bad
-    field. The grammar checks are the ones every request gets (Message-ID, addresses,
-    ISO 8601 time not in the future), so nothing odd reaches a provider."""
+    """The `auto_retract` parameters of a webhook body (or of its percent-encoded form, see
+    decode_body), or InvalidVerdict naming each bad field. The grammar checks are the ones
+    every request gets (Message-ID, addresses, ISO 8601 time not in the future), so nothing
+    odd reaches a provider; the parameters are inert (retraction.inert)."""
+    body = decode_body(body)
     problems = _schema_problems(body)
     if not isinstance(body, dict):
         raise InvalidVerdict(problems)
@@ -427,4 +465,4 @@ def verdict_from_body(body: Any, settings: Any) -> Dict[str, Any]:
     out["trigger"] = body.get("trigger") or Trigger.DISPOSITION.value
     out["source"] = body.get("source") or WEBHOOK_SOURCE
     out["recipients_count"] = body.get("recipients_count") or 0
-    return out
+    return inert_values(out)

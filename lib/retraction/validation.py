@@ -25,6 +25,16 @@ and 254 characters in all. The local part keeps its spelling; comparison is case
 Friendly normalisation, nothing more: outer spaces/tabs are trimmed, a bare `local@domain`
 Message-ID gets its angle brackets, and the two forms chat clients produce (`&lt;id&gt;` and
 Slack's `<mailto:a@b|a@b>`) are unwrapped before the grammar is applied.
+
+Template delimiters (retraction.inert says why they matter): a Message-ID whose id-left starts
+with `%` or whose id-right ends with `%` reads `<%...%>`, a YAQL expression to Orquesta, so a
+Message-ID holding `<%` or `%>` is refused (braces already are); an address cannot hold one
+(`% { } < > #` are refused). Free text (`comment`, `requested_by`, and every other field
+`free_text` checks) is made inert instead of refused: a retraction must not fail because a
+note quotes the phishing subject, inert text reads the same to an analyst, and it is
+idempotent, so the chunks of a campaign check it again to the same value. Its length limit
+does not count the spaces that made it inert. `show()` makes the values it shows inert, so no
+error message carries a live expression into a workflow (auto_retract publishes plan's error).
 """
 from __future__ import annotations
 
@@ -32,6 +42,7 @@ import re
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Iterator, List, Mapping, Optional, Tuple, Type, TypeVar
 
+from retraction.inert import delimiters_in, inert_text, measured_length
 from retraction.model import (
     Destination,
     Disposition,
@@ -89,17 +100,19 @@ class InvalidRequest(ValueError):
     def __init__(self, field: str, value: Any, problem: str):
         self.field = field
         self.value = value
-        self.problem = problem
-        super().__init__("invalid %s: %s (got %s)" % (field, problem, show(value)))
+        self.problem = inert_text(problem)  # it may quote the value; see show()
+        super().__init__("invalid %s: %s (got %s)" % (field, self.problem, show(value)))
 
 
 def show(value: Any) -> str:
     """A value fit for an error message: at most SHOWN_CHARS characters, control and non-ASCII
-    characters escaped so lookalikes and CR/LF are visible and cannot forge a log line."""
+    characters escaped so lookalikes and CR/LF are visible and cannot forge a log line, and
+    template delimiters broken (retraction.inert) so a workflow that publishes the message
+    does not evaluate it."""
     if value is None or isinstance(value, (bool, int, float)):
         return repr(value)
     text = value if isinstance(value, str) else repr(value)
-    shown = ascii(text[:SHOWN_CHARS])
+    shown = inert_text(ascii(text[:SHOWN_CHARS]))
     return shown + "…" if len(text) > SHOWN_CHARS else shown
 
 
@@ -124,6 +137,19 @@ def _first_problem(field: str, value: str) -> None:
             raise InvalidRequest(field, value, "contains a brace, which Gmail search reads as OR")
         if char == "\\":
             raise InvalidRequest(field, value, "contains a backslash")
+
+
+def _no_delimiters(field: str, value: str) -> None:
+    """Refuse a template delimiter (Jinja's, YAQL's) in a value that must stay exact (an id,
+    an address), so cannot be made inert. The message names the delimiters made inert: the
+    message itself may be published by a workflow."""
+    found = delimiters_in(value)
+    if found:
+        raise InvalidRequest(
+            field, value,
+            "contains the template delimiter%s %s (a space added here), which StackStorm would "
+            "evaluate as a Jinja or YAQL expression in a rule or workflow"
+            % ("s" if len(found) > 1 else "", " and ".join("'%s'" % inert_text(d) for d in found)))
 
 
 def _text(field: str, value: Any) -> str:
@@ -155,6 +181,7 @@ def message_id(value: Any, field: str = "message_id") -> str:
     _first_problem(field, text)
     if "<" not in text and ">" not in text:
         text = "<" + text + ">"
+    _no_delimiters(field, text)
     if len(text) > MAX_MESSAGE_ID:
         raise InvalidRequest(field, value, "is longer than %d characters" % MAX_MESSAGE_ID)
     if text.count("@") == 0:
@@ -175,6 +202,7 @@ def address(value: Any, field: str = "recipients") -> str:
     if len(text) > MAX_ADDRESS:
         raise InvalidRequest(field, value, "is longer than %d characters" % MAX_ADDRESS)
     text = _unwrap_chat(text)
+    _no_delimiters(field, text)
     _first_problem(field, text)
     for char, why in (("/", "a slash"), ("?", "a '?'"), ("#", "a '#'"), ("%", "a '%'"),
                       (":", "a colon"), ("<", "an angle bracket"), (">", "an angle bracket"),
@@ -313,19 +341,20 @@ def timestamp(value: Any, field: str = "verdict_time",
 
 
 def free_text(value: Any, field: str, limit: int) -> Optional[str]:
-    """Printable text (tabs and line breaks allowed), at most `limit` characters; None if blank."""
+    """Printable text (tabs and line breaks allowed), at most `limit` characters (not counting
+    the spaces that make it inert), made inert (retraction.inert); None if blank."""
     if value is None:
         return None
     if not isinstance(value, str):
         raise InvalidRequest(field, value, "must be a string")
     text = value.strip()
-    if len(text) > limit:
+    if measured_length(text) > limit:
         raise InvalidRequest(field, value, "is longer than %d characters" % limit)
     for char in text:
         code = ord(char)
         if (code < 32 and char not in "\t\n") or code == 127 or 128 <= code < 160:
             raise InvalidRequest(field, value, "contains a control character (%r)" % char)
-    return text or None
+    return inert_text(text) or None
 
 
 def _given(params: Mapping[str, Any], key: str) -> Any:

@@ -10,10 +10,15 @@ What it models, and where:
   tests/st2_standin), the pack's metadata (via tests/conformance.py) and classes;
 - sensors.py: the pack's sensors polled with a sensor service that records dispatches, checks
   payloads against their trigger types and hands them to a rule engine;
-- rules.py: rule matching (trigger type and parameters, criteria operators) and parameter
-  rendering (Jinja, `use_none`, casting to the action's parameter types, validation);
-- runtime.py: action executions (parameters cast, checked, defaulted; the Python runner with
-  the pack's action class and config; core.noop; core.ask answered by a callback);
+- rules.py: rule matching (trigger type and parameters, criteria operators) and the rule's
+  parameters rendered as the enforcer renders them (live parameters, `trigger` in scope),
+  then validated;
+- params.py: StackStorm's parameter rendering (render_live_params: any parameter holding
+  `{{`/`{%` is rendered with Jinja, with st2kv, action_context and config_context in scope;
+  render_final_params: defaults) and casting to the declared types, Jinja defaults included;
+- runtime.py: action executions (live parameters rendered and cast - for the API and for
+  workflow tasks -, checked, defaulted; the Python runner with the pack's action class and
+  config; core.noop; core.ask answered by a callback);
 - workflow.py and expressions.py: an Orquesta walker (input, vars, tasks, next/when/publish/
   do, engine commands, with-items with concurrency, output; Jinja and YAQL with ctx(),
   result(), item(), succeeded(), failed(), including Orquesta's recursive evaluation of
@@ -29,16 +34,19 @@ Each module's docstring lists what it leaves out.
 """
 from tools.st2local.pack import PACK_REF, PACK_ROOT, Pack, load_module, setup_paths
 from tools.st2local.expressions import ExpressionError, evaluate
-from tools.st2local.rules import (NONE_MAGIC_VALUE, Enforcement, RuleEngine, RuleError,
-                                  cast_params, criteria_match, enforce, load_rule,
-                                  parameter_problems, render_values, rules_for)
+from tools.st2local.params import (NONE_MAGIC_VALUE, ParamException, UndefinedParameter,
+                                   cast_params, render_final_params, render_live_params)
+from tools.st2local.rules import (Enforcement, RuleEngine, RuleError, criteria_match, enforce,
+                                  load_rule, parameter_problems, render_values, rules_for)
 from tools.st2local.runtime import (ACTION_CONTEXT, Event, ParameterError, Runtime,
                                     WorkflowError)
 from tools.st2local.sensors import PayloadDropped, SensorDrive, SensorService
 from tools.st2local.workflow import Workflow
 
 __all__ = ["ACTION_CONTEXT", "NONE_MAGIC_VALUE", "PACK_REF", "PACK_ROOT", "Enforcement",
-           "Event", "ExpressionError", "Pack", "ParameterError", "PayloadDropped", "RuleEngine",
-           "RuleError", "Runtime", "SensorDrive", "SensorService", "Workflow", "WorkflowError",
-           "cast_params", "criteria_match", "enforce", "evaluate", "load_module", "load_rule",
-           "parameter_problems", "render_values", "rules_for", "setup_paths"]
+           "Event", "ExpressionError", "Pack", "ParamException", "ParameterError",
+           "PayloadDropped", "RuleEngine", "RuleError", "Runtime", "SensorDrive",
+           "SensorService", "UndefinedParameter", "Workflow", "WorkflowError", "cast_params",
+           "criteria_match", "enforce", "evaluate", "load_module", "load_rule",
+           "parameter_problems", "render_final_params", "render_live_params", "render_values",
+           "rules_for", "setup_paths"]

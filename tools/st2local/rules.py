@@ -1,51 +1,54 @@
 """The rules engine's part: match a trigger instance against the pack's rules (trigger type,
 trigger parameters, criteria) and render the action parameters as StackStorm does.
 
-Rendering (st2common.util.jinja.render_values, action_db.cast_params, parameter validation):
-1. each value is rendered with Jinja (StrictUndefined: a missing payload field fails the
-   rule; `use_none` turns None into a magic string); dicts and lists go through
-   json.dumps/json.loads; a value without a template keeps its original type; the rendered
-   text is not rendered again (payload text is data);
-2. the rendered strings are cast to each parameter's type (object/array: JSON, else a Python
-   literal; the magic string becomes None);
-3. the result is validated against the action's parameters: unknown names, required ones,
-   types (draft 4 with `required: true` inside a property; optional ones nullable).
+Rendering (st2reactor.rules.enforcer, StackStorm 3.9): the rule's parameters are the live
+parameters of the execution it requests, rendered by render_live_params (tools.st2local.params)
+with the trigger payload as `trigger`, the pack config as `config_context` and the
+enforcement's `action_context` (user stanley, the action's pack), then cast to the action's
+parameter types; the payload's text is data and is not rendered again. A rendering StackStorm
+refuses (a missing payload field under StrictUndefined, `use_none` aside) raises, as it fails
+the enforcement. One deviation, loud: when the rule sets an action parameter named like a
+render context (`trigger`, `st2kv`, `action_context`, `config_context`), StackStorm renders
+`{{ trigger.x }}` against that parameter's value instead of the payload (one graph node per
+name) and the enforcement fails; st2local warns (ShadowedContext, once per rule) and keeps the
+context, unless `strict` asks for StackStorm's behaviour. The result is then validated
+against the action's parameters: unknown names,
+required ones, types (draft 4 with `required: true` inside a property; optional ones
+nullable). `render_values` (st2common.util.jinja.render_values, the older data transform that
+renders each value once and keeps untemplated values' types) is kept for callers that want it.
 
 Criteria (st2reactor.rules.filter + st2common.operators): every criterion must hold; keys are
 `trigger.<path>` (dots and [index]); a missing field is None; an operator that raises does not
 match. `search` and the timediff operators are not modelled (RuleError).
 """
-import ast
 import copy
 import fnmatch
 import json
 import re
-
-import jinja2
+import warnings
 
 from tools.st2local.pack import Pack, conformance
+from tools.st2local.params import (CASTS, NONE_MAGIC_VALUE, cast_params, context_names,
+                                   render_live_params, st2_jinja_environment)
 
-__all__ = ["NONE_MAGIC_VALUE", "Enforcement", "RuleEngine", "RuleError", "cast_params",
-           "criteria_match", "enforce", "load_rule", "parameter_problems", "render_values",
-           "rules_for", "st2_jinja_environment"]
+__all__ = ["CASTS", "NONE_MAGIC_VALUE", "SYSTEM_USER", "Enforcement", "RuleEngine",
+           "RuleError", "ShadowedContext", "cast_params", "criteria_match", "enforce",
+           "load_rule", "parameter_problems", "render_values", "rules_for",
+           "shadowed_contexts", "st2_jinja_environment"]
 
-NONE_MAGIC_VALUE = "%*****__%NONE%__*****%"
+SYSTEM_USER = "stanley"  # who a rule enforcement runs as (StackStorm's system user)
 
 
 class RuleError(Exception):
     """A rule uses something this harness does not model."""
 
 
+class ShadowedContext(UserWarning):
+    """A rule sets an action parameter named like a render context: StackStorm would render
+    the rule's `{{ trigger.x }}` against that parameter, not the payload."""
+
+
 # -- rendering ---------------------------------------------------------------------------------
-
-def st2_jinja_environment():
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True,
-                             lstrip_blocks=True)
-    env.filters["use_none"] = lambda value: NONE_MAGIC_VALUE if value is None else value
-    env.filters["to_json_string"] = lambda value: json.dumps(value)
-    env.tests["in"] = lambda item, seq: item in seq
-    return env
-
 
 def render_values(mapping, context):
     """st2common.util.jinja.render_values."""
@@ -63,50 +66,6 @@ def render_values(mapping, context):
             continue
         rendered[key] = json.loads(out) if reverse_json else out
     return rendered
-
-
-def _none(value):
-    return None if isinstance(value, str) and value == NONE_MAGIC_VALUE else value
-
-
-def _cast_object(value):
-    value = _none(value)
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return ast.literal_eval(value)
-    return value
-
-
-def _cast_string(value):
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValueError("Value %r must either be a string or None" % (value,))
-    return _none(value)
-
-
-def _cast_boolean(value):
-    value = _none(value)
-    return ast.literal_eval(value.capitalize()) if isinstance(value, str) else value
-
-
-CASTS = {
-    "array": _cast_object, "object": _cast_object, "string": _cast_string,
-    "boolean": _cast_boolean,
-    "integer": lambda v: None if _none(v) is None else int(_none(v)),
-    "number": lambda v: None if _none(v) is None else float(_none(v)),
-}
-
-
-def cast_params(params, accepted):
-    """st2common.util.action_db.cast_params."""
-    out = {}
-    for name, value in params.items():
-        type_ = (accepted.get(name) or {}).get("type")
-        out[name] = CASTS[type_](value) if type_ in CASTS else value
-    return out
 
 
 def parameter_problems(params, accepted, ref):
@@ -128,17 +87,39 @@ def parameter_problems(params, accepted, ref):
     return problems
 
 
-def enforce(rule, payload, pack=None):
-    """The parameters StackStorm would run the rule's action with for this trigger payload,
-    and the problems it would refuse them for. Rendering errors (a missing payload field)
-    raise, as they fail the rule enforcement."""
+TRIGGER_CONTEXT = {"trigger": None}  # the enforcer's additional context (the payload)
+
+
+def shadowed_contexts(rule):
+    """The parameters `rule` sets whose names shadow a render context (see ShadowedContext)."""
+    return sorted(set((rule.get("action") or {}).get("parameters") or {})
+                  & context_names(TRIGGER_CONTEXT))
+
+
+def enforce(rule, payload, pack=None, config=None, datastore=None, strict=False):
+    """The parameters StackStorm would run the rule's action with for this trigger payload
+    (rendered and cast: the live parameters), and the problems it would refuse them for.
+    `config`: the pack config (`config_context`). Rendering errors (a missing payload field)
+    raise, as they fail the rule enforcement. A parameter shadowing a context: see the module
+    docstring (`strict`: as StackStorm does)."""
     pack = pack or Pack.default()
     ref = rule["action"]["ref"]
     accepted = pack.action_parameters(ref)
     if accepted is None:
         raise RuleError("rule %s runs %s, which does not exist" % (rule.get("name"), ref))
-    rendered = render_values(rule["action"].get("parameters") or {}, {"trigger": payload})
-    params = cast_params(rendered, accepted)
+    shadowed = shadowed_contexts(rule)
+    if shadowed and not strict:
+        warnings.warn(ShadowedContext(
+            "rule %s sets %s, which StackStorm's parameter rendering takes for the render "
+            "context of that name: in StackStorm the rule's {{ trigger.* }} would render "
+            "against that value and the enforcement fail; st2local keeps the context"
+            % (rule.get("name"), ", ".join(shadowed))))
+    action_context = {"trigger_instance": {"ref": "trigger-instance"},
+                      "rule": {"ref": "%s.%s" % (rule.get("pack") or pack.ref, rule.get("name"))},
+                      "user": SYSTEM_USER, "pack": ref.split(".", 1)[0]}
+    params = render_live_params(accepted, rule["action"].get("parameters") or {},
+                                action_context, config if config is not None else {},
+                                {"trigger": payload}, datastore, shadowing=strict)
     return params, parameter_problems(params, accepted, ref)
 
 
@@ -256,11 +237,12 @@ class Enforcement(object):
 class RuleEngine(object):
     """Trigger instances in, enforcements out: every enabled rule on the trigger type whose
     trigger parameters and criteria match renders its parameters and runs its action on the
-    runtime (runtime None: render only)."""
+    runtime (runtime None: render only). `strict`: see enforce."""
 
-    def __init__(self, runtime=None, pack=None):
+    def __init__(self, runtime=None, pack=None, strict=False):
         self.runtime = runtime
         self.pack = pack or (runtime.pack if runtime is not None else Pack.default())
+        self.strict = strict  # a parameter shadowing a render context fails, as in StackStorm
         self.enforcements = []
 
     def matching(self, trigger, payload, trigger_parameters=None):
@@ -277,15 +259,18 @@ class RuleEngine(object):
         done = []
         for rule in self.matching(trigger, payload, trigger_parameters):
             enforcement = Enforcement(rule, trigger, payload)
+            config, datastore = ((self.runtime.config, self.runtime.datastore)
+                                 if self.runtime is not None else ({}, None))
             try:
-                enforcement.params, enforcement.problems = enforce(rule, payload, self.pack)
+                enforcement.params, enforcement.problems = enforce(
+                    rule, payload, self.pack, config, datastore, self.strict)
             except Exception as exc:  # st2 records why the enforcement failed
                 enforcement.failure_reason = "%s: %s" % (type(exc).__name__, exc)
             if enforcement.problems:
                 enforcement.failure_reason = "; ".join(enforcement.problems)
             if enforcement.failure_reason is None and self.runtime is not None:
                 enforcement.status, enforcement.result = self.runtime.run_action(
-                    enforcement.action, enforcement.params)
+                    enforcement.action, enforcement.params, rendered=True)
             self.enforcements.append(enforcement)
             done.append(enforcement)
         return done

@@ -1,21 +1,23 @@
-"""Action executions as StackStorm runs them: parameters cast, checked and defaulted, then the
-runner: python-script (the pack's action class on StackStorm's base class, a fresh instance
-per execution, with the pack config), orquesta (tools.st2local.workflow), core.noop and
-core.ask (answered by a callback, as an analyst answers an inquiry in chat).
+"""Action executions as StackStorm runs them: parameters rendered and cast (render_live_params,
+tools.st2local.params: the API's and a workflow task's parameters are rendered here, a rule's
+by the rule engine), checked, defaulted (render_final_params: every declared parameter, None
+when it has no value), then the runner: python-script (the pack's action class on
+StackStorm's base class, a fresh instance per execution, with the pack config), orquesta
+(tools.st2local.workflow), core.noop and core.ask (answered by a callback, as an analyst
+answers an inquiry in chat).
 
 Results have StackStorm's shape: python-script {"result", "exit_code", "stdout", "stderr"}
 (a runner that died or an action that raised leaves result None), orquesta {"output"[,
 "errors"]}, core.ask the inquiry's parameters plus "response".
 """
-import copy
 import json
 import threading
 import time
 
-import jinja2
-
 from tools.st2local.pack import Pack, conformance
-from tools.st2local.rules import cast_params, parameter_problems
+from tools.st2local.params import (ParamException, cast_params, render_final_params,
+                                   render_live_params)
+from tools.st2local.rules import parameter_problems
 
 __all__ = ["ACTION_CONTEXT", "Event", "ParameterError", "Runtime", "WorkflowError"]
 
@@ -50,12 +52,15 @@ class Runtime(object):
 
     `calls` [(where, ref, params)] are recorded as executions are requested and `trail`
     [(ref, params, status)] as they end (a workflow after its tasks); with-items items are
-    recorded in item order whatever order their threads finish in.
+    recorded in item order whatever order their threads finish in. `datastore`
+    ({"system": {key: value}, "user": {...}}) is what `st2kv` reads in parameter templates.
     """
 
     def __init__(self, config, pack=None, answer=None, crash=(), around=None, observer=None,
-                 action_context=None, log_level="debug", max_items_in_flight=16):
+                 action_context=None, log_level="debug", max_items_in_flight=16,
+                 datastore=None):
         self.config = config
+        self.datastore = datastore or {}
         self.pack = pack or Pack.default()
         self.answer = answer
         self.crash = set(crash)
@@ -100,37 +105,45 @@ class Runtime(object):
             self.observer(Event(*args, **kwargs))
 
     # -- parameters ------------------------------------------------------------------------
-    def prepare(self, ref, params):
-        """Parameters as StackStorm hands them to the runner: cast to the declared types,
-        checked (ParameterError when StackStorm would refuse them), defaults applied (Jinja
-        defaults rendered with action_context and config_context)."""
+    def context_for(self, ref):
+        """(action_context, config_context) of an execution of `ref`: who runs it and in which
+        pack, and that pack's config (StackStorm's core pack has none here)."""
+        pack = ref.split(".", 1)[0]
+        return (dict(self.action_context, pack=pack),
+                self.config if pack == self.pack.ref else {})
+
+    def prepare(self, ref, params, rendered=False):
+        """Parameters as StackStorm hands them to the runner: the live parameters rendered
+        and cast (unless `rendered`: a rule enforcement already did), checked (ParameterError
+        when StackStorm would refuse them), then every declared parameter defaulted and cast
+        (Jinja defaults rendered with action_context, config_context and st2kv)."""
         accepted = self.pack.action_parameters(ref)
         if accepted is None:
             raise ParameterError("action %s does not exist" % ref)
+        action_context, config = self.context_for(ref)
         try:
-            params = cast_params(dict(params), accepted)
-        except (ValueError, SyntaxError) as exc:
+            if rendered:
+                live = cast_params(dict(params), accepted)
+            else:
+                live = render_live_params(accepted, dict(params), action_context, config,
+                                          datastore=self.datastore)
+        except (ParamException, ValueError, SyntaxError) as exc:
             raise ParameterError("StackStorm would refuse %s: %s" % (ref, exc))
-        problems = parameter_problems(params, accepted, ref)
+        problems = parameter_problems(live, accepted, ref)
         if problems:
             raise ParameterError("StackStorm would refuse %s: %s" % (ref, problems))
-        context = {"config_context": self.config, "action_context": self.action_context}
-        env = jinja2.Environment(undefined=jinja2.StrictUndefined)
-        for name, spec in accepted.items():
-            if name in params or "default" not in spec:
-                continue
-            default = spec["default"]
-            if conformance._is_expression(default):
-                default = env.from_string(default).render(context)
-            params[name] = copy.deepcopy(default)
-        return params
+        try:
+            return render_final_params(accepted, live, action_context, config, self.datastore)
+        except (ParamException, ValueError, SyntaxError) as exc:
+            raise ParameterError("StackStorm would refuse %s: %s" % (ref, exc))
 
     # -- executions --------------------------------------------------------------------------
-    def run_action(self, ref, params, where=(None, None)):
+    def run_action(self, ref, params, where=(None, None), rendered=False):
         """One action execution: (status, result). `where` is (task, item index) when a
-        workflow task runs it."""
+        workflow task runs it; `rendered`: the parameters are a rule enforcement's, already
+        rendered (StackStorm does not render them again)."""
         self._record("calls", (where, ref, params))
-        params = self.prepare(ref, params)
+        params = self.prepare(ref, params, rendered)
         self._observe("start", ref, where, params)
         started = time.monotonic()
         runner = self.pack.runner(ref)
@@ -156,7 +169,9 @@ class Runtime(object):
         """An Orquesta workflow execution, not started yet (call .run())."""
         from tools.st2local.workflow import Workflow
 
-        workflow = Workflow(self, ref, params if prepared else self.prepare(ref, params))
+        params = params if prepared else self.prepare(ref, params)
+        own = self.pack.action(ref).get("parameters") or {}
+        workflow = Workflow(self, ref, dict((k, v) for k, v in params.items() if k in own))
         self._record("workflows", workflow)
         return workflow
 

@@ -35,6 +35,8 @@ def create_ledger_engine(url: str) -> Engine:
         if parsed.drivername != "postgresql+psycopg":
             raise InvalidParameter("ledger_url", "PostgreSQL needs the psycopg 3 driver: "
                                                  "postgresql+psycopg://...")
+        from retraction.ledger.schema import for_postgresql
+        for_postgresql()
         return create_engine(parsed, pool_pre_ping=True, pool_size=2, max_overflow=2)
     raise InvalidParameter("ledger_url", "{!r} is not supported; use sqlite or postgresql"
                                          .format(backend))

@@ -8,12 +8,12 @@ from typing import (Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequ
                     Tuple, TypeVar, Union)
 
 from sqlalchemy import and_, bindparam, func, select, true, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from retraction.campaign import Earlier
 from retraction.ledger import cursor as cursors
 from retraction.ledger import facets
+from retraction.ledger.bulk import BulkCache
 from retraction.ledger.connect import WRITE, create_ledger_engine
 from retraction.ledger.episodes import Copy, Episode, decide, supersedes
 from retraction.ledger.migrate import ensure_current
@@ -23,8 +23,7 @@ from retraction.ledger.schema import decisions as decisions_table
 from retraction.metrics.errors import InvalidParameter
 from retraction.metrics.query import MAX_LIMIT
 from retraction.metrics.record import (Filters, MetricRecord, TimeToRetract,
-                                       interpolate_seconds, percentile_ranks,
-                                       record_from_outcomes, seconds)
+                                       interpolate_seconds, percentile_ranks, seconds)
 from retraction.metrics.window import Window, parse_time, parse_window
 from retraction.model import (Destination, Disposition, Mode, Outcome, Reason,
                               RetractionRequest, Status, Trigger, utc_now)
@@ -84,10 +83,16 @@ class Ledger:
     def __init__(self, url: str, upgrade: bool = True):
         self.engine = create_ledger_engine(url)
         ensure_current(self.engine, upgrade=upgrade)
-        self._insert = (postgresql.insert if self.engine.dialect.name == "postgresql"
-                        else sqlite.insert)
+        # The dialect's own INSERT (for ON CONFLICT), imported for the backend in use only:
+        # the PostgreSQL package pulls in asyncpg support and asyncio (~20 ms of cold start).
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        self._insert = insert
         self._cursor_key = None  # type: Optional[bytes]
         self._preview_runs = {}  # type: Dict[str, bool]
+        self._bulk = BulkCache()
 
     def close(self) -> None:
         self.engine.dispose()
@@ -146,8 +151,7 @@ class Ledger:
         if found is None:
             raise InvalidParameter("run_id", "{!r} is not a run in this ledger".format(run_id))
         if metric_record is None:
-            record = record_from_outcomes(self.outcomes_for_run(run_id),
-                                          preview=found["preview"])
+            record = self.run_record(run_id)
         elif isinstance(metric_record, MetricRecord):
             record = metric_record
         else:
@@ -245,12 +249,13 @@ class Ledger:
 
     def _lock_copies(self, conn: Connection, keys: List[Tuple[str, str]]) -> None:
         """Create missing copy rows and lock all of them, in key order (no deadlocks)."""
-        stmt = self._insert(copies)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[copies.c.message_id, copies.c.recipient_key],
-            set_={"moves": copies.c.moves})  # no change: the point is the row lock
-        conn.execute(stmt, [{"message_id": m, "recipient_key": r, "moves": 0}
-                            for m, r in keys])
+        def build():
+            stmt = self._insert(copies)
+            return stmt.on_conflict_do_update(
+                index_elements=[copies.c.message_id, copies.c.recipient_key],
+                set_={"moves": copies.c.moves})  # no change: the point is the row lock
+        self._bulk.run(conn, "lock_copies", build,
+                       [{"message_id": m, "recipient_key": r, "moves": 0} for m, r in keys])
 
     def _load_copies(self, conn: Connection, keys: List[Tuple[str, str]]
                      ) -> Dict[Tuple[str, str], Copy]:
@@ -278,35 +283,33 @@ class Ledger:
         o = outcomes.c
         by_row = and_(o.run_id == bindparam("b_run_id"),
                       o.recipient_key == bindparam("b_recipient_key"))
-        if uncount:
-            conn.execute(outcomes.update().where(by_row).values(counted=False),
-                         [{"b_run_id": r, "b_recipient_key": k} for r, k in uncount])
-        if replaces:
-            fields = [f for f in _ROW_FIELDS if f not in ("run_id", "recipient_key")]
-            conn.execute(outcomes.update().where(by_row).values(
-                {f: bindparam("v_" + f) for f in fields}),
-                [dict({"v_" + f: row[f] for f in fields}, b_run_id=row["run_id"],
-                      b_recipient_key=row["recipient_key"]) for row in replaces])
-        if inserts:
-            conn.execute(outcomes.insert(), [{f: row[f] for f in _ROW_FIELDS}
-                                             for row in inserts])
+        bulk = self._bulk
+        bulk.run(conn, "uncount", lambda: outcomes.update().where(by_row).values(
+            counted=False), [{"b_run_id": r, "b_recipient_key": k} for r, k in uncount])
+        fields = [f for f in _ROW_FIELDS if f not in ("run_id", "recipient_key")]
+        bulk.run(conn, "replace", lambda: outcomes.update().where(by_row).values(
+            {f: bindparam("v_" + f) for f in fields}),
+            [dict({"v_" + f: row[f] for f in fields}, b_run_id=row["run_id"],
+                  b_recipient_key=row["recipient_key"]) for row in replaces])
+        bulk.run(conn, "insert", outcomes.insert, [{f: row[f] for f in _ROW_FIELDS}
+                                                   for row in inserts])
         episode_rows = [dict({f: getattr(ep, f) for f in _EPISODE_FIELDS}, message_id=m,
                              recipient_key=r, destination=d)
                         for (m, r), copy in sorted(state.items())
                         for d, ep in sorted(copy.episodes.items()) if d in copy.touched]
-        if episode_rows:
+
+        def upsert_episodes():
             stmt = self._insert(episodes)
-            stmt = stmt.on_conflict_do_update(
+            return stmt.on_conflict_do_update(
                 index_elements=[episodes.c.message_id, episodes.c.recipient_key,
                                 episodes.c.destination],
                 set_={f: getattr(stmt.excluded, f) for f in _EPISODE_FIELDS})
-            conn.execute(stmt, episode_rows)
+        bulk.run(conn, "episodes", upsert_episodes, episode_rows)
         copy_rows = [{"b_m": m, "b_r": r, "location": copy.location, "moves": copy.moves}
                      for (m, r), copy in sorted(state.items()) if copy.touched]
-        if copy_rows:
-            conn.execute(copies.update().where(and_(
-                copies.c.message_id == bindparam("b_m"),
-                copies.c.recipient_key == bindparam("b_r"))), copy_rows)
+        bulk.run(conn, "copies", lambda: copies.update().where(and_(
+            copies.c.message_id == bindparam("b_m"),
+            copies.c.recipient_key == bindparam("b_r"))), copy_rows)
 
     # ------------------------------------------------------------------------------ reads
 
@@ -362,10 +365,21 @@ class Ledger:
         retracted durations for p50/p95."""
         window = window or parse_window()
         flt = Filters.of(filters)
+        o = outcomes.c
+        return self._record([o.counted == true(), o.completed_at >= window.since,
+                             o.completed_at < window.until], window, flt)
+
+    def run_record(self, run_id: str) -> MetricRecord:
+        """One run's metric record: each of its copies once (the ledger keeps one row per
+        copy and run, the best its retries reported), counted or not. The same figures as
+        `record_from_outcomes(outcomes_for_run(run_id))`, grouped in SQL so memory stays flat
+        however many copies the run has."""
+        return self._record([outcomes.c.run_id == run_id], None, Filters())
+
+    def _record(self, where: List[Any], window: Optional[Window],
+                flt: Filters) -> MetricRecord:
         wanted = flt.to_dict()
         o = outcomes.c
-        where = [o.counted == true(), o.completed_at >= window.since,
-                 o.completed_at < window.until]
         # Filters are applied to the groups, not in SQL: every filter is a facet, and the
         # unfiltered grouped scan has one good plan everywhere, while a `facets & mask`
         # predicate makes PostgreSQL misjudge its selectivity (a seq scan and a disk sort).
@@ -378,7 +392,8 @@ class Ledger:
                 if any(values[name] != value for name, value in wanted.items()):
                     continue
                 groups.append((values, count))
-                if values["status"] == Status.RETRACTED and with_ttr:
+                if (values["status"] == Status.RETRACTED and not values["preview"]
+                        and with_ttr):
                     timed += with_ttr
                     longest = max_ttr if longest is None else max(longest, max_ttr)
             ttr = TimeToRetract()

@@ -29,12 +29,14 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Dict, Optional, Tuple
 
+from retraction.config import ConfigError
 from retraction.model import Destination, Reason
 
 LOG = logging.getLogger(__name__)
 
 SCOPE_MODIFY = "https://www.googleapis.com/auth/gmail.modify"
 SCOPE_FULL = "https://mail.google.com/"  # only `messages.delete` needs it
+GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"  # a key file's own default
 SCOPE_GROUP_MEMBERS = "https://www.googleapis.com/auth/admin.directory.group.member.readonly"
 
 # kinds of TokenFailure
@@ -64,6 +66,35 @@ def backoff_delay(tries: int, retry_after: Optional[float] = None,
         return retry_after + random.uniform(0, 0.1 + 0.1 * retry_after)
     delay = min(cap, base * (2 ** max(0, tries - 1)))
     return delay / 2 + random.uniform(0, delay / 2)
+
+
+def load_signer(info: Dict[str, Any]) -> Any:
+    """A google-auth RSASigner for the service account's `private_key`, parsed once.
+
+    cryptography's RSA consistency check costs 35-68 ms of CPU per load (more than the whole rest of
+    a one-copy Gmail execution's CPU). The key comes from the operator's own pack config, not
+    from an untrusted peer, so the check is skipped where cryptography allows it (>= 39); a
+    key that does not match the service account is refused by the token endpoint anyway."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+    from google.auth import crypt
+
+    field = "google.service_account_json"
+    pem = str(info.get("private_key") or "").encode("utf-8")
+    try:
+        try:
+            key = serialization.load_pem_private_key(
+                pem, None, unsafe_skip_rsa_key_validation=True)
+        except TypeError:  # cryptography < 39 has no such keyword
+            key = serialization.load_pem_private_key(pem, None)
+    except (ValueError, TypeError):  # the message never carries the key
+        raise ConfigError(field, "private_key is not an unencrypted PEM private key") from None
+    except Exception as exc:  # e.g. UnsupportedAlgorithm
+        raise ConfigError(field, "private_key cannot be loaded (%s)"
+                          % type(exc).__name__) from None
+    if not isinstance(key, RSAPrivateKey):
+        raise ConfigError(field, "private_key must be an RSA key")
+    return crypt.RSASigner(key, key_id=info.get("private_key_id"))
 
 
 class TokenFailure(Exception):
@@ -123,14 +154,11 @@ class TokenBroker:
     def __init__(self, info: Dict[str, Any], token_uri: str,
                  http_factory: Callable[[], Any], workers: int,
                  retry_budget_s: float, max_attempts: int):
-        from google.oauth2 import service_account
-
-        info = dict(info)
-        if token_uri:
-            info["token_uri"] = token_uri
-        # One signer for every subject: with_subject() copies share the parsed key.
-        self._base = service_account.Credentials.from_service_account_info(info)
-        self.service_account_email = self._base.service_account_email
+        # One signer for every subject: each subject's Credentials shares the parsed key.
+        self._signer = load_signer(info)
+        self.service_account_email = str(info["client_email"])
+        self._token_uri = token_uri or str(info.get("token_uri") or GOOGLE_TOKEN_URI)
+        self._project_id = info.get("project_id")
         self._http_factory = http_factory
         self._budget = retry_budget_s
         self._max_attempts = max_attempts
@@ -140,6 +168,7 @@ class TokenBroker:
         self._granted_at: Dict[Scopes, float] = {}  # last token issued for these scopes
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers),
                                         thread_name_prefix="gmail-token")
+        self._closed = threading.Event()
 
     def granted(self, scopes: Scopes, since: float) -> bool:
         """True if the token endpoint issued a token for these scopes to some subject since
@@ -187,9 +216,12 @@ class TokenBroker:
     def _refresh(self, key: Tuple[str, Scopes]) -> Any:
         from google.auth import exceptions
         import google_auth_httplib2
+        from google.oauth2 import service_account
 
         subject, scopes = key
-        creds = self._base.with_subject(subject).with_scopes(list(scopes))
+        creds = service_account.Credentials(
+            self._signer, self.service_account_email, self._token_uri, scopes=list(scopes),
+            subject=subject, project_id=self._project_id)
         deadline = time.monotonic() + self._budget
         tries = 0
         while True:
@@ -206,10 +238,17 @@ class TokenBroker:
             failure.attempts = tries
             delay = backoff_delay(tries)
             if (not _is_transient(failure, error) or tries >= self._max_attempts
-                    or time.monotonic() + delay > deadline):
+                    or time.monotonic() + delay > deadline or self._closed.is_set()):
                 raise failure
             LOG.info("token for %s: %s, retrying in %.1fs", subject, failure.code, delay)
-            time.sleep(delay)
+            self._closed.wait(delay)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False)
+        # Fetches still queued are never needed; running ones stop retrying and are waited
+        # for, so no token request of this provider outlives it (or lands in a later run).
+        self._closed.set()
+        with self._lock:
+            pending = list(self._inflight.values())
+        for future in pending:
+            future.cancel()
+        self._pool.shutdown(wait=True)

@@ -30,6 +30,9 @@ from retraction.providers.gmail_copy import (
 
 LOG = logging.getLogger(__name__)
 
+# Longest a partial batch waits to fill while half the batch slots are busy: well under a
+# round trip, so a part never waits longer than the answers it could share a batch with.
+HOLD_S = 0.02
 HARD_DELETED_NOTE = "; hard-deleted copies cannot be restored"
 
 
@@ -58,6 +61,7 @@ class Run:
         self.stopped = threading.Event()
         self.exhausted = False
         self.started = time.monotonic()
+        self.hold_until: Optional[float] = None  # partial batch held until then (_dispatch)
 
     # -- the loop ------------------------------------------------------------------------------
     def outcomes(self, targets: Iterable[Target]) -> Iterator[Outcome]:
@@ -112,9 +116,10 @@ class Run:
             self.events.put(("error", exc))
 
     def _wait(self) -> None:
-        timeout = None
-        if self.delayed:
-            timeout = max(0.0, self.delayed[0][0] - time.monotonic())
+        due = [self.delayed[0][0]] if self.delayed else []
+        if self.hold_until is not None and self.ready:
+            due.append(self.hold_until)
+        timeout = max(0.0, min(due) - time.monotonic()) if due else None
         try:
             event = self.events.get(timeout=timeout)
         except queue.Empty:
@@ -276,10 +281,23 @@ class Run:
                 self._need_token(call)
 
     def _dispatch(self) -> None:
-        """Whatever is ready goes out while a slot is free, up to batch_size parts a batch:
-        while the slots are busy, parts pile up and the next batches are full."""
+        """Ready parts go out while a slot is free, up to batch_size parts a batch.
+
+        A batch costs a round trip and fixed CPU on both ends whatever its size, and parts
+        trickle in behind tokens and answers: sent at once, batches would carry a fifth of
+        batch_size. So while half the slots are busy (answers, and the parts they bring, are
+        due soon) fewer than batch_size ready parts wait, for at most HOLD_S; with fewer
+        batches in flight (start, drain) they go at once, adding no latency."""
         size, concurrency = self.p.batch_size, self.p.concurrency
+        half = max(1, concurrency // 2)
         while self.ready and self.inflight < concurrency:
+            if self.inflight >= half and len(self.ready) < size:
+                now = time.monotonic()
+                if self.hold_until is None:
+                    self.hold_until = now + HOLD_S
+                if now < self.hold_until:
+                    return
+            self.hold_until = None
             calls = []
             while self.ready and len(calls) < size:
                 call = self.ready.popleft()

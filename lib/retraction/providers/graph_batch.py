@@ -75,7 +75,8 @@ class _Job:
         self.stage = "lookup"
         self.pending: Dict[str, Item] = {}
         self.results: Dict[str, Any] = {}
-        self.retries = 0
+        self.retries = 0  # retry rounds: the outcome's attempts are retries + 1
+        self.tries: Counter = Counter()  # request key -> failed sends (the retry budget)
         self.started: Optional[float] = None
         self.token_retried = False
         self.act_sent = False  # a move/purge went out: it may have landed even without an answer
@@ -210,11 +211,15 @@ class GraphRun:
                         token: Optional[str]) -> None:
         delay, relookup, refresh = 0.0, False, False
         last = ("", "")
+        failed: List[str] = []  # keys of the requests that failed this round
         for item, (status, headers, body) in pairs:
             if 200 <= status < 300:
                 job.results[item.key] = body
                 job.pending.pop(item.key, None)
                 continue
+            job.tries[item.key] += 1
+            failed.append(item.key)
+            tries = job.tries[item.key]
             code, message = error_of(status, body) if status else (
                 str(headers.get(NO_ANSWER, "ConnectionError")), str(body))
             last = (code, message)
@@ -234,11 +239,11 @@ class GraphRun:
                 job.gone = (code, message)
             if kind == "gone" or (kind == "transient" and item.kind == "act"):
                 relookup = True  # the copy moved under us, or our move may have landed
-                delay = max(delay, backoff(job.retries + 1) if kind == "transient" else 0.0)
+                delay = max(delay, backoff(tries) if kind == "transient" else 0.0)
             elif kind == "throttled":
                 delay = max(delay, retry_after(headers, default=1.0))
             elif kind == "transient":
-                delay = max(delay, retry_after(headers, default=backoff(job.retries + 1)))
+                delay = max(delay, retry_after(headers, default=backoff(tries)))
             else:
                 return self._fail(job, REASON_OF_KIND.get(kind, Reason.PROVIDER_ERROR.value),
                                   code, message)
@@ -246,16 +251,22 @@ class GraphRun:
             job.token_retried = True
             self.invalidate(token)
         if job.pending or relookup:
-            self._retry(job, delay, relookup, last)
+            self._retry(job, delay, relookup, last, max((job.tries[k] for k in failed),
+                                                        default=0))
         else:
             self._advance(job)
 
-    def _retry(self, job: _Job, delay: float, relookup: bool, last: Tuple[str, str]) -> None:
+    def _retry(self, job: _Job, delay: float, relookup: bool, last: Tuple[str, str],
+               tries: int) -> None:
+        """Send the failed requests again after `delay`. `tries`: the most sends any of them
+        has had. Each request has its own `max_attempts` (as in the Gmail provider): a copy
+        takes several requests, so one count per copy would give up under a fault rate that
+        every single request survives."""
         started = job.started if job.started is not None else time.monotonic()
-        if (job.retries + 1 >= self.max_attempts
-                or time.monotonic() + delay > started + self.budget_s):
+        if tries >= self.max_attempts or time.monotonic() + delay > started + self.budget_s:
             code, message = last
-            message = "%s (gave up after %d attempts)" % (message or "no answer", job.retries + 1)
+            message = "%s (gave up after %d attempts)" % (message or "no answer",
+                                                          max(tries, 1))
             return self._fail(job, Reason.PROVIDER_ERROR.value, code or "RetryBudgetExhausted",
                               message)
         job.retries += 1

@@ -22,6 +22,11 @@ see a copy of mail the mail system delivers anyway, so their rows count as deliv
 Cloudflare's own `delivery_status` says; for the others (DIRECT, API, RETRO_SCAN, unknown) a
 row is delivered when `delivery_status` is empty or says `delivered` or `moved`, and still
 in transit when it says only `queued` / `deferred`.
+
+Payloads are inert (retraction.inert): the sender, subject and ids go into the trigger with
+their template delimiters broken (`{{` -> `{ {`), because the rules hand them to
+`auto_retract`, whose workflow engine evaluates any expression in its inputs. A Message-ID
+holding `<%`/`%>` is refused like any other invalid one (validation.message_id).
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, List, Mapping, Optional, Tuple
 
+from retraction.inert import inert_values
 from retraction.model import Disposition
 from retraction.validation import InvalidRequest, address, dedupe_addresses, message_id, show
 from retraction.validation import timestamp
@@ -164,8 +170,8 @@ class VerdictRow:
     in_transit: bool = False
 
     def payload(self) -> dict:
-        """The `email_retraction.verdict` payload."""
-        return {
+        """The `email_retraction.verdict` payload, inert (see the module docstring)."""
+        return inert_values({
             "message_id": self.message_id,
             "recipients": list(self.recipients),
             "sender": self.sender,
@@ -176,7 +182,7 @@ class VerdictRow:
             "source": SOURCE,
             "source_id": self.source_id,
             "delivery_mode": self.delivery_mode,
-        }
+        })
 
 
 def row_id_of(raw: Any) -> Optional[str]:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Dict, Iterable, List, Optional, Set
 
+from retraction.inert import inert_values
 from retraction.model import Disposition
 from retraction.verdicts.rows import SOURCE, SubmissionRow, VerdictRow, iso, wanted
 
@@ -213,7 +214,7 @@ def phish_event(sub: SubmissionRow, message: VerdictRow, recipients: Iterable[st
 
     Cloudflare's row has no review time, so `verdict_time` is when the sensor first saw the
     confirmation (time to retract then measures the pack, not the reviewers) and
-    `reported_at` is when the user reported it."""
+    `reported_at` is when the user reported it. Inert, as every payload (verdicts.rows)."""
     if sub.outcome is None:
         raise ValueError("submission %s has no outcome yet" % sub.submission_id)
     payload = {
@@ -230,7 +231,8 @@ def phish_event(sub: SubmissionRow, message: VerdictRow, recipients: Iterable[st
         "source": SOURCE,
         "source_id": message.source_id,
     }
-    return Event(PHISH_SUBMISSION, payload, "%s-submission:%s" % (SOURCE, sub.submission_id))
+    return Event(PHISH_SUBMISSION, inert_values(payload),
+                 "%s-submission:%s" % (SOURCE, sub.submission_id))
 
 
 def journal_value(entries: Dict[str, List[str]]) -> str:
