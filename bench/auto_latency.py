@@ -100,6 +100,8 @@ def handle(config, rule, payload):
     if problems:
         return {"error": "rule parameters refused: %s" % problems}
     accepted = INDEX.action_parameters("email_retraction.plan")
+    # auto_retract maps its retraction_trigger to plan's trigger, as its workflow does
+    params = dict(params, trigger=params.get("retraction_trigger", "disposition"))
     ok, plan = _common.action(PlanAction, config).run(
         **{k: v for k, v in params.items() if k in accepted})
     if not ok or not plan.get("act") or plan.get("needs_approval"):

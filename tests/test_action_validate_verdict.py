@@ -52,7 +52,7 @@ class ValidateVerdictActionTest(BaseActionTestCase):
             "source_id": "da6375-1",
             "sender": "billing@evil.example",
             "subject": "Invoice",
-            "trigger": "disposition",
+            "retraction_trigger": "disposition",
             "recipients_count": 0,
         })
         # every key is a parameter of auto_retract, which the workflow passes on
@@ -63,7 +63,7 @@ class ValidateVerdictActionTest(BaseActionTestCase):
         body = {k: GOOD[k] for k in ("message_id", "recipients", "disposition", "verdict_time")}
         ok, result = self.validate(body)
         self.assertIs(ok, True)
-        self.assertEqual((result["source"], result["trigger"], result["source_id"],
+        self.assertEqual((result["source"], result["retraction_trigger"], result["source_id"],
                           result["sender"], result["subject"]),
                          ("webhook", "disposition", None, None, None))
 
@@ -71,7 +71,8 @@ class ValidateVerdictActionTest(BaseActionTestCase):
         ok, result = self.validate(dict(GOOD, trigger="post_delivery", recipients_count=40,
                                         sender=None, subject=None, source_id=None))
         self.assertIs(ok, True)
-        self.assertEqual((result["trigger"], result["recipients_count"], result["sender"]),
+        self.assertEqual((result["retraction_trigger"], result["recipients_count"],
+                          result["sender"]),
                          ("post_delivery", 40, None))
 
     def test_missing_fields_are_each_named(self):

@@ -292,10 +292,6 @@ def test_a_webhook_verdict_with_hostile_ids_is_refused_naming_the_fields(tenant,
     assert folders(tenant.box) == {a: ["inbox"] for a in RECIPIENTS}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "rules/webhook_verdict.yaml passes trigger.body as an object: it is intake_verdict's "
-    "input, which Orquesta evaluates before validate_verdict sees it. Passing it as "
-    "PackWithEncodedWebhookBody.BODY fixes it; then remove this marker."))
 def test_the_webhook_rule_keeps_the_body_from_orquesta(tenant, marker):
     config = tenant()
     runtime, enforcement = post(config, webhook_body(GADGET % marker), Pack.default(),

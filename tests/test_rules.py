@@ -17,6 +17,8 @@ import conformance
 from conftest import PACK_REF, PACK_ROOT
 from tools.st2local import SensorDrive, enforce, load_rule, rules_for
 from verdict_sensor import VerdictSensor
+from retraction.automation import InvalidVerdict, decode_body, verdict_from_body
+from retraction.config import load_settings
 
 pytest_plugins = ["sandbox.pytest_plugin"]
 
@@ -61,7 +63,8 @@ class RuleRenderingTest(BaseSensorTestCase):
             rules = rules_for(trigger)
             self.assertEqual(len(rules), 1, trigger)
             self.assertEqual(rules[0]["action"]["ref"], "email_retraction.auto_retract")
-            self.assertEqual(rules[0]["action"]["parameters"]["trigger"], TRIGGER_WORD[trigger])
+            self.assertEqual(rules[0]["action"]["parameters"]["retraction_trigger"],
+                             TRIGGER_WORD[trigger])
 
     def test_sensor_payloads_render_into_valid_auto_retract_parameters(self):
         dispatched = every_trigger(drive(self, self.sandbox), self.sandbox)
@@ -80,7 +83,7 @@ class RuleRenderingTest(BaseSensorTestCase):
                 self.assertEqual(params["source_id"], payload["source_id"])
                 self.assertEqual(params["sender"], payload["sender"])
                 self.assertEqual(params["subject"], payload["subject"])  # None stays None
-                self.assertEqual(params["trigger"], TRIGGER_WORD[trigger])
+                self.assertEqual(params["retraction_trigger"], TRIGGER_WORD[trigger])
                 if trigger.endswith("phish_submission"):
                     self.assertEqual(params["requested_by"], payload["reporter"])
                     self.assertEqual(params["comment"],
@@ -91,8 +94,9 @@ class RuleRenderingTest(BaseSensorTestCase):
         late = [p for t, p in dispatched if p["message_id"] == "<late@evil.example>"]
         self.assertEqual([p["subject"] for p in late], [None])
 
-    def test_hostile_payload_values_arrive_unchanged(self):
-        """Payload text is data, never a template: StackStorm does not render it again."""
+    def test_hostile_payload_text_arrives_inert(self):
+        """The sensor makes payload text inert (retraction.inert), and the rule does not render
+        it again: StackStorm's later renderings see no template delimiter."""
         self.sandbox.add_verdict(message_id="<o'neil+x@evil.example>", final_disposition="SPOOF",
                                  scanned_at="-1m", subject="{{ 7 * 7 }} & \"quotes\" 'too'",
                                  to=["o'brien@corp.example"])
@@ -100,7 +104,7 @@ class RuleRenderingTest(BaseSensorTestCase):
         payload = next(p for t, p in dispatched if p["message_id"] == "<o'neil+x@evil.example>")
         params, problems = enforce(load_rule("auto_retract_on_verdict"), payload)
         self.assertEqual(problems, [])
-        self.assertEqual(params["subject"], "{{ 7 * 7 }} & \"quotes\" 'too'")
+        self.assertEqual(params["subject"], "{ { 7 * 7 } } & \"quotes\" 'too'")
         self.assertEqual(params["recipients"], ["o'brien@corp.example"])
 
     def test_a_payload_missing_a_field_fails_rendering(self):
@@ -124,12 +128,18 @@ class WebhookRuleTest(BaseSensorTestCase):
         payload = {"body": self.BODY, "headers": {"Content-Type": "application/json"}}
         params, problems = enforce(rule, payload)
         self.assertEqual(problems, [])
-        self.assertEqual(params, {"body": self.BODY})
+        # URL-quoted so Orquesta finds no template delimiter in intake_verdict's input
+        self.assertEqual(list(params), ["body"])
+        self.assertEqual(list(params["body"]), ["percent_encoded_json"])
+        self.assertNotIn("{", params["body"]["percent_encoded_json"])
+        self.assertEqual(decode_body(params["body"]), self.BODY)
 
-    def test_a_body_that_is_not_an_object_is_refused_by_stackstorm(self):
+    def test_a_body_that_is_not_an_object_is_refused_before_anything_runs(self):
         params, problems = enforce(load_rule("webhook_verdict"), {"body": [self.BODY]})
-        self.assertEqual(len(problems), 1)
-        self.assertIn("is not of type 'object'", problems[0])
+        self.assertEqual(problems, [])
+        with self.assertRaises(InvalidVerdict) as caught:
+            verdict_from_body(params["body"], load_settings({}))
+        self.assertIn("body", str(caught.exception))
 
 
 class RuleMetadataTest(BaseSensorTestCase):

@@ -559,15 +559,15 @@ def test_workflow_task_parameters_are_rendered_again(pack, state):
 
 def test_a_rule_parameter_named_like_the_trigger_context(pack):
     """StackStorm's graph has one node per name: a rule setting an action parameter `trigger`
-    replaces the payload, and `{{ trigger.name }}` fails. st2local warns and keeps the
-    payload unless strict."""
+    replaces the payload, and `{{ trigger.name }}` fails. st2local does the same by default;
+    with strict=False it warns and keeps the payload."""
     payload = {"name": "n1"}
     (strict,) = RuleEngine(None, pack, strict=True).dispatch("st2local_test.shadow", payload)
     assert strict.failure_reason == (
         "UndefinedParameter: Failed to render parameter \"name\": 'str object' has no "
         "attribute 'name'")
     with pytest.warns(ShadowedContext, match="rule shadow sets trigger"):
-        (kept,) = RuleEngine(None, pack).dispatch("st2local_test.shadow", payload)
+        (kept,) = RuleEngine(None, pack, strict=False).dispatch("st2local_test.shadow", payload)
     assert (kept.failure_reason, kept.params) == (None, {"trigger": "fixed", "name": "n1"})
 
 

@@ -218,8 +218,8 @@ class Demo(object):
         if event.phase == "start" and name == "auto_retract":
             p = event.params
             self.say("auto_retract(trigger=%s, disposition=%s, %s, verdict %s)"
-                     % (p["trigger"], p["disposition"], plural(len(p["recipients"]),
-                                                               "recipient"),
+                     % (p["retraction_trigger"], p["disposition"],
+                        plural(len(p["recipients"]), "recipient"),
                         p["verdict_time"][11:19] + " UTC"), 4)
         elif event.phase != "end":
             return

@@ -462,7 +462,7 @@ def verdict_from_body(body: Any, settings: Any) -> Dict[str, Any]:
     if problems:
         raise InvalidVerdict(problems)
     out["disposition"] = body["disposition"]
-    out["trigger"] = body.get("trigger") or Trigger.DISPOSITION.value
+    out["retraction_trigger"] = body.get("trigger") or Trigger.DISPOSITION.value
     out["source"] = body.get("source") or WEBHOOK_SOURCE
     out["recipients_count"] = body.get("recipients_count") or 0
     return inert_values(out)

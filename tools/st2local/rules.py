@@ -96,7 +96,7 @@ def shadowed_contexts(rule):
                   & context_names(TRIGGER_CONTEXT))
 
 
-def enforce(rule, payload, pack=None, config=None, datastore=None, strict=False):
+def enforce(rule, payload, pack=None, config=None, datastore=None, strict=True):
     """The parameters StackStorm would run the rule's action with for this trigger payload
     (rendered and cast: the live parameters), and the problems it would refuse them for.
     `config`: the pack config (`config_context`). Rendering errors (a missing payload field)
@@ -239,7 +239,7 @@ class RuleEngine(object):
     trigger parameters and criteria match renders its parameters and runs its action on the
     runtime (runtime None: render only). `strict`: see enforce."""
 
-    def __init__(self, runtime=None, pack=None, strict=False):
+    def __init__(self, runtime=None, pack=None, strict=True):
         self.runtime = runtime
         self.pack = pack or (runtime.pack if runtime is not None else Pack.default())
         self.strict = strict  # a parameter shadowing a render context fails, as in StackStorm
