@@ -21,6 +21,7 @@ from retraction.automation import decision_from_params
 from retraction.bootstrap import build
 from retraction.config import ConfigError
 from retraction.metrics import card_format, parse_query, render_card
+from retraction.results import ledger_state, request_fields
 from retraction.validation import InvalidRequest, build_request, skip_flag
 
 PROGRESS_EVERY_S = 10.0  # a progress line at most this often on long runs
@@ -90,37 +91,20 @@ def execute(config, params, logger, destination=None):
         # Failed only when providers were out of reach for every copy that needed one:
         # copies answered from the ledger or refused by policy have definitive outcomes.
         ok = not run.counts.nothing_attempted
-        result = {
+        result = dict(request_fields(request, skip), **{
             "ok": ok,
-            "run_id": request.run_id,
             "chunk": chunk_of is not None,
-            "message_id": request.message_id,
-            "destination": request.destination.value,
-            "mode": request.mode.value,
-            "trigger": request.trigger.value,
-            "disposition": request.disposition.value if request.disposition else None,
-            "preview": request.preview,
-            "skip_already_retracted": skip,
             "counts": counts,
             "outcomes": outcomes,
             "outcomes_truncated": truncated,
-            "ledger": _ledger_state(app, counts),
-        }
+            "ledger": ledger_state(app.settings.ledger_url, counts, "see the action log"),
+        })
         logger.info("run %s: %s", request.run_id, _summary(counts))
         if not ok:
             result["error"] = "no copy could be attempted: " + _summary(counts)
         return ok, result
     finally:
         app.close()
-
-
-def _ledger_state(app, counts):
-    if not app.settings.ledger_url:
-        return {"recorded": False, "error": None}
-    error = None
-    if counts["ledger_errors"]:
-        error = "%d ledger write(s) failed; see the action log" % counts["ledger_errors"]
-    return {"recorded": error is None, "error": error}
 
 
 def _summary(counts):

@@ -11,6 +11,7 @@ from retraction.cli import (EXIT_COPIES_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_
                             PROG, emit, ledger_of, open_app, read_recipients)
 from retraction.metrics import record_from_outcomes, render_card
 from retraction.model import Outcome, Status
+from retraction.results import ledger_state, request_fields
 from retraction.validation import build_request, skip_flag
 
 SHOWN_FAILURES = 20  # failed copies listed in the text output; --json has them all
@@ -105,23 +106,10 @@ def run_command(args: argparse.Namespace, stdin: TextIO, stdout: TextIO,
         card = render_card(record, "text", title=_title(request))
         ledger = _ledger_state(app, counts)
         if args.json:
-            emit(stdout, {
-                "run_id": request.run_id,
-                "message_id": request.message_id,
-                "destination": request.destination.value,
-                "mode": request.mode.value,
-                "trigger": request.trigger.value,
-                "disposition": request.disposition.value if request.disposition else None,
-                "preview": request.preview,
-                "skip_already_retracted": skip,
-                "counts": counts,
-                "metric_record": record.to_dict(),
-                "card": card,
-                "outcomes": kept,
-                "ledger": ledger,
-                "error": error,
-                "exit_code": code,
-            })
+            result = request_fields(request, skip)
+            result.update(counts=counts, metric_record=record.to_dict(), card=card,
+                          outcomes=kept, ledger=ledger, error=error, exit_code=code)
+            emit(stdout, result)
         else:
             stdout.write(_text(request, counts, card, failures, ledger))
         if error:
@@ -159,13 +147,7 @@ def _title(request: Any) -> str:
 
 
 def _ledger_state(app: Any, counts: Dict[str, Any]) -> Dict[str, Any]:
-    if not app.settings.ledger_url:
-        return {"recorded": False, "error": None}
-    error = None
-    if counts["ledger_errors"]:
-        error = ("%d ledger write(s) failed: some outcomes are not recorded (--debug shows "
-                 "why)" % counts["ledger_errors"])
-    return {"recorded": error is None, "error": error}
+    return ledger_state(app.settings.ledger_url, counts, "--debug shows why")
 
 
 def _text(request: Any, counts: Dict[str, Any], card: str, failures: List[Outcome],
