@@ -3,43 +3,11 @@ lists (`verdicts.submission_dispositions`) and dispatches `email_retraction.phis
 once per report, over every delivered recipient of the reported message. The logic is
 `retraction.verdicts.poll.SubmissionPoll`. Run one instance (StackStorm HA: partitioning).
 """
-import pack_lib  # noqa: F401  (puts the pack's lib/ on sys.path)
+import pack_lib  # noqa: F401  (puts the pack's lib/ on sys.path; must come first)
 
-from st2reactor.sensor.base import PollingSensor
-
-from retraction.verdicts.poll import DEFAULT_POLL_INTERVAL, submission_poll
-
-PACK = "email_retraction"
+from retraction.verdicts.poll import submission_poll
+from verdict_polling import VerdictPollingSensor
 
 
-class SubmissionSensor(PollingSensor):
-    def __init__(self, sensor_service, config=None, poll_interval=DEFAULT_POLL_INTERVAL):
-        super(SubmissionSensor, self).__init__(sensor_service=sensor_service, config=config,
-                                               poll_interval=poll_interval)
-        self._log = sensor_service.get_logger(name=self.__class__.__name__)
-        self._poll = None
-
-    def setup(self):
-        self._poll = submission_poll(self.config, self.sensor_service, self._dispatch,
-                                     log=self._log, poll_interval=self.get_poll_interval())
-
-    def poll(self):
-        if self._poll is not None:
-            self._poll.poll()
-
-    def _dispatch(self, trigger, payload, trace_tag):
-        self.sensor_service.dispatch(trigger="%s.%s" % (PACK, trigger), payload=payload,
-                                     trace_tag=trace_tag)
-
-    def cleanup(self):
-        if self._poll is not None:
-            self._poll.close()
-
-    def add_trigger(self, trigger):
-        pass
-
-    def update_trigger(self, trigger):
-        pass
-
-    def remove_trigger(self, trigger):
-        pass
+class SubmissionSensor(VerdictPollingSensor):
+    make_poll = staticmethod(submission_poll)
