@@ -444,21 +444,29 @@ class Ledger:
             where.append(o.recipient_key == recipient_key)
         if message_id:
             where.append(o.message_id == message_id)
+        rows, next_cursor = self._newest_first("details", outcomes, o.completed_at, o.id, where,
+                                               query_id, limit, cursor)
+        return [detail(row) for row in rows], next_cursor
+
+    def _newest_first(self, kind: str, table: Any, time_col: Any, id_col: Any, where: list,
+                      query_id: Dict[str, Any], limit: int, cursor: Optional[str]
+                      ) -> Tuple[List[Mapping[str, Any]], Optional[str]]:
+        """One page of `table` rows matching `where`, newest first by (time, id), and the
+        signed keyset cursor of the next page (None: last page). The cursor is bound to `kind`
+        and `query_id`, so it cannot be replayed against other filters."""
         if cursor:
-            at, row_id = cursors.decode(self._key(), "details", query_id, cursor)
-            position = tuple_(parse_time("cursor", at), row_id)
-            where.append(tuple_(o.completed_at, o.id) < position)
-        query = select(outcomes).where(*where).order_by(o.completed_at.desc(), o.id.desc()) \
+            at, row_id = cursors.decode(self._key(), kind, query_id, cursor)
+            where = where + [tuple_(time_col, id_col) < tuple_(parse_time("cursor", at), row_id)]
+        query = select(table).where(*where).order_by(time_col.desc(), id_col.desc()) \
             .limit(limit + 1)
         with self.engine.connect() as conn:
             rows = list(conn.execute(query).mappings())
-        next_cursor = None
-        if len(rows) > limit:
-            rows = rows[:limit]
-            last = rows[-1]
-            next_cursor = cursors.encode(self._key(), "details", query_id,
-                                         [last["completed_at"].isoformat(), last["id"]])
-        return [detail(row) for row in rows], next_cursor
+        if len(rows) <= limit:
+            return rows, None
+        rows = rows[:limit]
+        last = rows[-1]
+        return rows, cursors.encode(self._key(), kind, query_id,
+                                    [last[time_col.name].isoformat(), last[id_col.name]])
 
     def runs(self, window: Optional[Window] = None, state: Optional[str] = None,
              message_id: Optional[str] = None, limit: int = 50, cursor: Optional[str] = None
@@ -475,20 +483,9 @@ class Ledger:
             where.append(r.state == state)
         if message_id:
             where.append(r.message_id == message_id)
-        if cursor:
-            at, run_id = cursors.decode(self._key(), "runs", query_id, cursor)
-            position = tuple_(parse_time("cursor", at), run_id)
-            where.append(tuple_(r.requested_at, r.run_id) < position)
-        query = select(runs).where(*where).order_by(r.requested_at.desc(), r.run_id.desc()) \
-            .limit(limit + 1)
-        with self.engine.connect() as conn:
-            rows = [_run(row) for row in conn.execute(query).mappings()]
-        next_cursor = None
-        if len(rows) > limit:
-            rows = rows[:limit]
-            next_cursor = cursors.encode(self._key(), "runs", query_id,
-                                         [rows[-1]["requested_at"], rows[-1]["run_id"]])
-        return rows, next_cursor
+        rows, next_cursor = self._newest_first("runs", runs, r.requested_at, r.run_id, where,
+                                               query_id, limit, cursor)
+        return [_run(row) for row in rows], next_cursor
 
     def decisions(self, window: Optional[Window] = None, decision: Optional[str] = None,
                   message_id: Optional[str] = None, limit: int = 50,
@@ -506,19 +503,9 @@ class Ledger:
             where.append(d.decision == decision)
         if message_id:
             where.append(d.message_id == message_id)
-        if cursor:
-            at, row_id = cursors.decode(self._key(), "decisions", query_id, cursor)
-            where.append(tuple_(d.decided_at, d.id) < tuple_(parse_time("cursor", at), row_id))
-        query = select(decisions_table).where(*where) \
-            .order_by(d.decided_at.desc(), d.id.desc()).limit(limit + 1)
-        with self.engine.connect() as conn:
-            rows = [_decision(row) for row in conn.execute(query).mappings()]
-        next_cursor = None
-        if len(rows) > limit:
-            rows = rows[:limit]
-            next_cursor = cursors.encode(self._key(), "decisions", query_id,
-                                         [rows[-1]["decided_at"], rows[-1]["id"]])
-        return rows, next_cursor
+        rows, next_cursor = self._newest_first("decisions", decisions_table, d.decided_at, d.id,
+                                               where, query_id, limit, cursor)
+        return [_decision(row) for row in rows], next_cursor
 
     def decision_counts(self, window: Optional[Window] = None, filters: FiltersInput = None
                         ) -> Optional[Dict[str, int]]:
