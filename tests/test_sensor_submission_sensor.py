@@ -2,20 +2,16 @@
 sensor test base class: a confirmed user report becomes one `phish_submission` over every
 delivered recipient of the reported message. Payloads are checked against the schema."""
 import json
-import os
 
-import pytest
 from st2tests.base import BaseSensorTestCase
 
-import conformance
-from conftest import PACK_ROOT
+from sensor_case import CloudflareSensorCase, trigger_schemas
 from sandbox.tenant import Submission, utc_now
 from submission_sensor import SubmissionSensor
 
 pytest_plugins = ["sandbox.pytest_plugin"]
 
-META, _ = conformance.load_yaml(os.path.join(PACK_ROOT, "sensors", "submission_sensor.yaml"))
-SCHEMAS = {"email_retraction." + t["name"]: t["payload_schema"] for t in META["trigger_types"]}
+SCHEMAS = trigger_schemas("submission_sensor.yaml")
 ABC = "<abc@evil.example>"
 ABC_RECIPIENTS = ["alice@corp.example", "bob@corp.example", "shared-ops@corp.example",
                   "exec@corp.example", "left@corp.example", "carol@corp-mail.example",
@@ -26,43 +22,20 @@ class Crash(BaseException):
     """The sensor process dying (not an exception poll() may catch)."""
 
 
-class SubmissionSensorTest(BaseSensorTestCase):
+class SubmissionSensorTest(CloudflareSensorCase, BaseSensorTestCase):
     sensor_cls = SubmissionSensor
-
-    @pytest.fixture(autouse=True)
-    def _sandbox(self, sandbox):
-        self.sandbox = sandbox
-        self.tenant = sandbox.tenant
-
-    def tearDown(self):
-        token = self.sandbox.credentials()["cloudflare"]["api_token"]
-        self.assertNotIn(token, self.logged())
-        super(SubmissionSensorTest, self).tearDown()
+    schemas = SCHEMAS
 
     # -- helpers ------------------------------------------------------------------------------
     def start(self, **verdicts):
-        config = self.sandbox.pack_config()
-        config["verdicts"] = dict(config.get("verdicts") or {}, **verdicts)
-        sensor = self.get_sensor_instance(config=config, poll_interval=60)
-        sensor.setup()
-        return sensor
+        return self.start_sensor(self.config(**verdicts))
 
     def dispatched(self):
         payloads = []
-        for item in self.get_dispatched_triggers():
-            self.assertEqual(item["trigger"], "email_retraction.phish_submission")
-            errors = conformance.payload_errors(SCHEMAS[item["trigger"]], item["payload"])
-            self.assertEqual(errors, [], item["payload"])
-            payloads.append(item["payload"])
+        for trigger, payload in self.checked_dispatches():
+            self.assertEqual(trigger, "email_retraction.phish_submission")
+            payloads.append(payload)
         return payloads
-
-    def logged(self, level=None):
-        lines = []
-        for name, args, kwargs in self.sensor_service.get_logger("x").mock_calls:
-            if level is None or name == level:
-                text = args[0] % args[1:] if len(args) > 1 else str(args[0] if args else "")
-                lines.append("%s: %s %r" % (name, text, (args, kwargs)))
-        return "\n".join(lines)
 
     def lines(self, level, fragment):
         return sum(1 for line in self.logged(level).splitlines()

@@ -3,21 +3,17 @@ sensor test base class: new verdicts, post-delivery changes, paging, restarts, m
 outages, disposition filtering. Every dispatched payload is checked against the trigger's
 payload_schema (StackStorm drops a payload that does not match, with only a warning)."""
 import json
-import os
 from datetime import timedelta
 
-import pytest
 from st2tests.base import BaseSensorTestCase
 
-import conformance
-from conftest import PACK_ROOT
+from sensor_case import CloudflareSensorCase, trigger_schemas
 from sandbox.tenant import Verdict, utc_now
 from verdict_sensor import VerdictSensor
 
 pytest_plugins = ["sandbox.pytest_plugin"]
 
-META, _ = conformance.load_yaml(os.path.join(PACK_ROOT, "sensors", "verdict_sensor.yaml"))
-SCHEMAS = {"email_retraction." + t["name"]: t["payload_schema"] for t in META["trigger_types"]}
+SCHEMAS = trigger_schemas("verdict_sensor.yaml")
 BASIC_IDS = ("<abc@evil.example>", "<o'brien+promo@evil.example>")
 
 
@@ -25,50 +21,18 @@ class Crash(BaseException):
     """The sensor process dying (not an exception poll() may catch)."""
 
 
-class VerdictSensorTest(BaseSensorTestCase):
+class VerdictSensorTest(CloudflareSensorCase, BaseSensorTestCase):
     sensor_cls = VerdictSensor
-
-    @pytest.fixture(autouse=True)
-    def _sandbox(self, sandbox):
-        self.sandbox = sandbox
-        self.tenant = sandbox.tenant
-
-    def tearDown(self):
-        # The API token is a secret: whatever happened, it is in no log line.
-        token = self.sandbox.credentials()["cloudflare"]["api_token"]
-        self.assertNotIn(token, self.logged())
-        super(VerdictSensorTest, self).tearDown()
+    schemas = SCHEMAS
 
     # -- helpers ------------------------------------------------------------------------------
-    def config(self, **verdicts):
-        config = self.sandbox.pack_config()
-        config["verdicts"] = dict(config.get("verdicts") or {}, **verdicts)
-        return config
-
     def start(self, config=None):
-        sensor = self.get_sensor_instance(config=config or self.config(), poll_interval=60)
-        sensor.setup()
-        return sensor
+        return self.start_sensor(config or self.config())
 
     def dispatched(self, trigger=None):
         """Payloads dispatched so far (of one trigger), each valid against its schema."""
-        payloads = []
-        for item in self.get_dispatched_triggers():
-            self.assertIn(item["trigger"], SCHEMAS)
-            errors = conformance.payload_errors(SCHEMAS[item["trigger"]], item["payload"])
-            self.assertEqual(errors, [], item["payload"])
-            if trigger is None or item["trigger"] == "email_retraction." + trigger:
-                payloads.append(item["payload"])
-        return payloads
-
-    def logged(self, level=None):
-        """What was logged (at a level), rendered as logging would, plus the raw calls."""
-        lines = []
-        for name, args, kwargs in self.sensor_service.get_logger("x").mock_calls:
-            if level is None or name == level:
-                text = args[0] % args[1:] if len(args) > 1 else str(args[0] if args else "")
-                lines.append("%s: %s %r" % (name, text, (args, kwargs)))
-        return "\n".join(lines)
+        return [payload for name, payload in self.checked_dispatches()
+                if trigger is None or name == "email_retraction." + trigger]
 
     def reports(self, row_prefix):
         """How many warnings reported a row whose id starts with `row_prefix`."""
