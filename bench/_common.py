@@ -253,6 +253,7 @@ def run_campaign(config, request, chunk_size=None, concurrency=None, on_chunk=No
     from retract import RetractAction
     from split_recipients import SplitRecipientsAction
 
+    split_started = time.perf_counter()
     ok, plan = action(SplitRecipientsAction, config).run(
         chunk_size=chunk_size, concurrency=concurrency, **request)
     if not ok:
@@ -287,8 +288,12 @@ def run_campaign(config, request, chunk_size=None, concurrency=None, on_chunk=No
             for key in totals:
                 totals[key] += counts.get(key, 0)
     peak_before_aggregate = peak_rss_mb()
+    chunks_ended = time.perf_counter()
     ok, aggregate = action(AggregateRunAction, config).run(run_id=plan["run_id"],
                                                            failed_chunks=failed)
+    phase_s = {"split": round(started - split_started, 3),
+               "chunks": round(chunks_ended - started, 3),
+               "aggregate": round(time.perf_counter() - chunks_ended, 3)}
     durations = sorted(end - begin for begin, end in spans)
     return {"run_id": plan["run_id"], "chunks": len(plan["chunks"]),
             "chunk_s": {"min": round(durations[0], 2) if durations else None,
@@ -298,7 +303,7 @@ def run_campaign(config, request, chunk_size=None, concurrency=None, on_chunk=No
                         "last_end": round(max(e for _, e in spans), 2) if spans else None},
             "chunk_size": plan["chunk_size"], "concurrency": plan["concurrency"],
             "failed_chunks": failed, "counts": totals, "aggregate": aggregate,
-            "peak_rss_mb_before_aggregate": peak_before_aggregate}
+            "peak_rss_mb_before_aggregate": peak_before_aggregate, "phase_s": phase_s}
 
 
 # -- checking against the sandbox's truth ------------------------------------------------------
@@ -399,4 +404,25 @@ def machine():
     except (OSError, ValueError, IndexError):
         pass
     return {"nproc": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)),
-            "cpu": model, "ram_gb": ram_gb, "python": platform.python_version()}
+            "cpu": model, "ram_gb": ram_gb, "python": platform.python_version(),
+            "calibration_cpu_s": calibration_cpu_s()}
+
+
+def calibration_cpu_s(rounds=5):
+    """CPU seconds of a fixed pure-Python workload (dicts, strings, calls, JSON), best of
+    `rounds`. Machines of the same kind differ in speed from day to day; the pack's CPU
+    figures scale with this one, so it tells whether two runs' machines were alike."""
+    def workload():
+        counts = {}
+        for i in range(100000):
+            key = "mailbox-%d@corp.example" % (i % 997)
+            counts[key] = counts.get(key, 0) + len(key.split("@")[0])
+        return json.loads(json.dumps(counts))
+
+    best = None
+    for _ in range(rounds):
+        begun = time.process_time()
+        workload()
+        spent = time.process_time() - begun
+        best = spent if best is None else min(best, spent)
+    return round(best, 4)

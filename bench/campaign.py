@@ -39,6 +39,9 @@ import _common  # noqa: E402
 
 _common.setup_paths()
 
+# the Gmail provider's token pool, as the provider sizes it
+from retraction.providers.gmail import MAX_TOKEN_WORKERS, TOKEN_WORKERS_PER_SLOT  # noqa: E402
+
 TARGETS = {"wall_s_10000": 10.0, "speedup_vs_peer": 100.0, "bound_ratio": 0.7,
            "wall_s_100000": 90.0, "peak_rss_mb_100000": 300.0}
 GRAPH_BATCH = 20  # Graph $batch limit
@@ -46,7 +49,6 @@ GMAIL_BATCH = 100  # Gmail batch limit (Google recommends 50; the bound takes th
 GRAPH_MAILBOX_CONCURRENCY = 4
 GMAIL_USER_QUOTA_PER_MIN = 15000
 GMAIL_UNITS = {"list": 5, "get": 5, "act": 5}
-TOKEN_WORKERS_PER_SLOT, MAX_TOKEN_WORKERS = 8, 128  # the Gmail provider's token pool
 GRAPH_FOLDER = {"inbox": "inbox", "junk": "junkemail", "trash": "deleteditems",
                 "soft_delete": "recoverableitemsdeletions"}
 
@@ -329,6 +331,7 @@ def main(argv=None):
                   "double_moves": audit["double_moves"], "failed_chunks": run["failed_chunks"]},
         "peak_rss_mb_before_aggregate": run["peak_rss_mb_before_aggregate"],
         "run": {"run_id": run["run_id"], "chunks": run["chunks"], "chunk_s": run["chunk_s"],
+                "phase_s": run["phase_s"],
                 "chunk_size": run["chunk_size"], "concurrency": run["concurrency"],
                 "provider_concurrency": limits["provider_concurrency"],
                 "gmail_batch_size": config["google"].get("batch_size"),

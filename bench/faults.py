@@ -4,8 +4,9 @@ Starts the sandbox (its own process) and generates a campaign of `--copies` copi
 providers; 5 % of the recipients no longer have theirs, 2 % sit in junk). Every Graph and Gmail
 request (batch items and parts each decided on their own) then meets 10 % 5xx, 5 % 429 with
 Retry-After, dropped connections and lost replies (the request ran, its answer is lost); the
-Entra ID and Google token endpoints drop connections too and are down (503) for the first
-`--outage-s` seconds.
+Entra ID and Google token endpoints drop connections too and are down (503) for `--outage-s`
+seconds from the first token request each gets (so the run meets the outage however slowly the
+child starts).
 
 The retraction runs as `retract_campaign` does (split_recipients, retract per chunk under
 the run's id, aggregate_run) in a child process, with `mode=auto` (what a verdict starts) and
@@ -192,8 +193,8 @@ def main(argv=None):
         box.reset_counters()
         box.faults({"graph": DATA_FAULTS, "gmail": DATA_FAULTS, "login": TOKEN_FAULTS,
                     "google_token": TOKEN_FAULTS})
-        box.faults({"login": {"token_outage": args.outage_s},
-                    "google_token": {"token_outage": args.outage_s}})
+        outage = {"token_outage_from_next_request": args.outage_s}
+        box.faults({"login": outage, "google_token": outage})
         started = time.perf_counter()
         first, out, err = spawn(workdir.name, config, job, "first")
         target = int(args.kill_at * args.copies)

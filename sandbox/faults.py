@@ -78,6 +78,9 @@ class ServiceFaults:
     rate_lost_reply: float = 0.0
     # Token endpoints answer 503 until this monotonic time (0 = no outage, inf = until cleared).
     token_outage_until: float = 0.0
+    # An outage of this many seconds waits for the next token request and starts with it, so
+    # the client under test meets it however late it asks (0 = none waiting).
+    token_outage_pending_s: float = 0.0
 
     def to_dict(self) -> Dict[str, Any]:
         remaining = max(0.0, self.token_outage_until - time.monotonic())
@@ -86,6 +89,7 @@ class ServiceFaults:
             "rate_5xx": self.rate_5xx, "status_5xx": self.status_5xx,
             "rate_drop": self.rate_drop, "rate_lost_reply": self.rate_lost_reply,
             "token_outage": (True if remaining == float("inf") else round(remaining, 3)),
+            "token_outage_from_next_request": self.token_outage_pending_s,
         }
 
 
@@ -155,15 +159,20 @@ class Faults:
     @staticmethod
     def _configure(target: ServiceFaults, service: str, conf: Dict[str, Any]) -> None:
         for key, value in conf.items():
-            if key == "token_outage":
+            if key in ("token_outage", "token_outage_from_next_request"):
                 if service not in TOKEN_SERVICES:
-                    raise ValueError("token_outage applies to %s only" % (TOKEN_SERVICES,))
-                if value is True:
+                    raise ValueError("%s applies to %s only" % (key, TOKEN_SERVICES))
+                waiting = key == "token_outage_from_next_request"
+                seconds = -1.0 if value is True else float(value or 0)
+                if waiting and seconds < 0:
+                    raise ValueError("%s.%s must be seconds (>= 0)" % (service, key))
+                # One outage at a time: either option replaces whatever the other set.
+                target.token_outage_pending_s = seconds if waiting else 0.0
+                target.token_outage_until = 0.0
+                if not waiting and value is True:
                     target.token_outage_until = float("inf")
-                elif not value:
-                    target.token_outage_until = 0.0
-                else:
-                    target.token_outage_until = time.monotonic() + float(value)
+                elif not waiting and value:
+                    target.token_outage_until = time.monotonic() + seconds
             elif key in ("rate_429", "rate_5xx", "rate_drop", "rate_lost_reply", "retry_after"):
                 number = float(value)
                 if key.startswith("rate_") and not 0.0 <= number <= 1.0:
@@ -196,6 +205,11 @@ class Faults:
         request changes state (WRITE_METHODS), so its reply may be lost after it ran."""
         with self._lock:
             conf = self.services[service]
+            if service in TOKEN_SERVICES and conf.token_outage_pending_s:
+                # This request starts the waiting outage and is always its first answer.
+                conf.token_outage_until = time.monotonic() + conf.token_outage_pending_s
+                conf.token_outage_pending_s = 0.0
+                return self._count(service, Fault("token_outage", 503, conf.retry_after))
             if service in TOKEN_SERVICES and conf.token_outage_until > time.monotonic():
                 return self._count(service, Fault("token_outage", 503, conf.retry_after))
             lost = conf.rate_lost_reply if write else 0.0

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import functools
 import json
 import re
 import urllib.parse
@@ -151,7 +152,8 @@ def label_set(copy) -> FrozenSet[str]:
 
 def label_ids(copy) -> List[str]:
     labels = [] if copy.is_read else ["UNREAD"]
-    return labels + [name for name in ("INBOX", "SPAM", "TRASH") if name in label_set(copy)]
+    present = label_set(copy)
+    return labels + [name for name in ("INBOX", "SPAM", "TRASH") if name in present]
 
 
 def folder_for(labels: FrozenSet[str], current: str) -> str:
@@ -281,10 +283,22 @@ def find_copy(ctx: Context, message_id: str) -> Tuple[Optional[object], Optional
 
 
 # -- message representations -----------------------------------------------------------------
+def _rfc2822(value: datetime.datetime) -> str:
+    """The Date header, cached: a campaign's copies share one delivery time. The offset is
+    part of the key (one instant in two zones: equal datetimes, different text)."""
+    return _format_datetime(value, value.utcoffset())
+
+
+@functools.lru_cache(maxsize=1024)
+def _format_datetime(value: datetime.datetime,
+                     offset: Optional[datetime.timedelta]) -> str:
+    return format_datetime(value)
+
+
 def _headers(ctx: Context, copy) -> List[Dict[str, str]]:
     return [
         {"name": "Message-ID", "value": copy.message_id},
-        {"name": "Date", "value": format_datetime(copy.received_at)},
+        {"name": "Date", "value": _rfc2822(copy.received_at)},
         {"name": "From", "value": copy.sender},
         {"name": "To", "value": ctx.mailbox.address},
         {"name": "Subject", "value": copy.subject},

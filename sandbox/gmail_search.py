@@ -18,6 +18,7 @@ unless the query itself names them (`in:spam`, `in:trash`, `in:anywhere`, `label
 """
 from __future__ import annotations
 
+import functools
 import re
 from typing import FrozenSet, List, NamedTuple, Optional, Tuple
 
@@ -306,10 +307,16 @@ def _names_spam_or_trash(node: Node) -> bool:
     return any(_names_spam_or_trash(child) for child in node.children())
 
 
+@functools.lru_cache(maxsize=256)
+def _compiled(text: str) -> Query:
+    """A Query is never changed once built, so a campaign's one `q` is parsed once."""
+    return Query(text)
+
+
 def search(query: str, candidates: List[Candidate],
            include_spam_trash: bool = False) -> List[Candidate]:
     """The candidates `query` selects, in the given order, with Gmail's Spam/Trash rule."""
-    compiled = Query(query)
+    compiled = _compiled(query)
     widen = include_spam_trash or compiled.names_spam_or_trash
     return [c for c in candidates
             if (widen or not c.labels & {"SPAM", "TRASH"}) and compiled.matches(c)]

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import json
 import re
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import quote, urlencode
 
@@ -66,8 +68,8 @@ class GraphCall:
     def actor(self) -> str:
         return self.claims.get("appid", "")
 
-    @property
-    def immutable_ids(self) -> bool:
+    @functools.cached_property
+    def immutable_ids(self) -> bool:  # asked by the operation and again by _finish
         return bool(PREFER_IMMUTABLE.search(self.headers.get("prefer", "")))
 
 
@@ -152,15 +154,24 @@ def parse_eq_filter(text: str, properties: Tuple[str, ...]) -> Tuple[str, str]:
     return prop, match.group(2).replace("''", "'")
 
 
+@functools.lru_cache(maxsize=None)
+def _by_lower_name(allowed: Tuple[str, ...]) -> Dict[str, str]:
+    index: Dict[str, str] = {}
+    for name in allowed:
+        index.setdefault(name.lower(), name)  # the first of equal names, as a scan finds it
+    return index
+
+
 def parse_select(call: GraphCall, allowed: Tuple[str, ...], type_name: str
                  ) -> Optional[List[str]]:
     raw = call.query.get("$select")
     if raw is None:
         return None
     chosen = []
+    index = _by_lower_name(allowed)
     for part in raw.split(","):
         name = part.strip()
-        match = next((f for f in allowed if f.lower() == name.lower()), None)
+        match = index.get(name.lower())
         if match is None:
             raise GraphError(400, "RequestBroker--ParseUri", "Could not find a property named "
                              "'%s' on type '%s'." % (name, type_name))
@@ -234,13 +245,24 @@ def project(data: Dict[str, Any], fields: Optional[List[str]]) -> Dict[str, Any]
 
 
 # -- representations -----------------------------------------------------------------------------
+def _utc_text(value: datetime) -> str:
+    """receivedDateTime, cached: a campaign's copies share one delivery time. The offset is
+    part of the key (one instant in two zones: equal datetimes, different text)."""
+    return _strftime(value, value.utcoffset())
+
+
+@functools.lru_cache(maxsize=1024)
+def _strftime(value: datetime, offset: Optional[timedelta]) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def message_json(tenant_id: str, box: Mailbox, copy: Copy, immutable: bool) -> Dict[str, Any]:
     sender = copy.sender or ""
     return {
         "@odata.etag": 'W/"CQAAABYAAAA%s"' % hashlib.md5(
             ("%s%s%s" % (copy.id, copy.folder, copy.is_read)).encode()).hexdigest()[:20],
         "id": immutable_id(copy) if immutable else copy.id,
-        "receivedDateTime": copy.received_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "receivedDateTime": _utc_text(copy.received_at),
         "subject": copy.subject,
         "isRead": copy.is_read,
         "parentFolderId": folder_id(tenant_id, box.address, copy.folder),
@@ -263,10 +285,16 @@ def folder_json(tenant_id: str, box: Mailbox, folder: str) -> Dict[str, Any]:
 
 
 def _context(call: GraphCall, entity: str, fields: Optional[List[str]]) -> str:
-    base = call.base_url.rsplit("/v1.0", 1)[0]
-    upn = call.params.get("upn", "")
     selected = "(%s)" % ",".join(fields) if fields else ""
-    return "%s/v1.0/$metadata#users('%s')/%s%s" % (base, quote(upn, safe=""), entity, selected)
+    return "%s%s%s" % (_users_context(call.base_url, call.params.get("upn", "")), entity,
+                       selected)
+
+
+@functools.lru_cache(maxsize=4096)
+def _users_context(base_url: str, upn: str) -> str:
+    """A mailbox's @odata.context prefix, asked by each of its calls (quote() is slow)."""
+    base = base_url.rsplit("/v1.0", 1)[0]
+    return "%s/v1.0/$metadata#users('%s')/" % (base, quote(upn, safe=""))
 
 
 # -- mailbox resolution ------------------------------------------------------------------------
@@ -476,9 +504,10 @@ def _permitted(claims: Dict[str, Any], needed: frozenset) -> bool:
     return any(role in needed for role in roles)
 
 
-async def dispatch(sandbox, call: GraphCall,
-                   operation: Optional[Operation] = None) -> GraphResult:
-    """Run one Graph call: route, permission, mailbox, throttle, operation."""
+async def dispatch(sandbox, call: GraphCall, operation: Optional[Operation] = None,
+                   item: bool = False) -> GraphResult:
+    """Run one Graph call: route, permission, mailbox, throttle, operation. `item`: a $batch
+    item, whose answer carries no request ids of its own."""
     try:
         if operation is None:
             operation, call.params = resolve(call.method, call.path)
@@ -489,7 +518,7 @@ async def dispatch(sandbox, call: GraphCall,
             raise GraphError(403, code, message)
         if not operation.mailbox:
             with sandbox.tenant.lock:
-                return _finish(call, operation.handler(sandbox, call))
+                return _finish(call, operation.handler(sandbox, call), item)
         upn = call.params["upn"]
         with sandbox.tenant.lock:
             resolve_mailbox(sandbox, upn)
@@ -506,7 +535,7 @@ async def dispatch(sandbox, call: GraphCall,
             await sandbox.graph_gate(upn)
             with sandbox.tenant.lock:
                 box = resolve_mailbox(sandbox, upn)  # the tenant may have been swapped
-                return _finish(call, operation.handler(sandbox, call, box))
+                return _finish(call, operation.handler(sandbox, call, box), item)
         finally:
             throttle.release(call.actor, upn)
     except GraphError as err:
@@ -517,15 +546,19 @@ def _seconds(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else ("%g" % value)
 
 
-def _finish(call: GraphCall, result: GraphResult) -> GraphResult:
-    client_request_id = call.headers.get("client-request-id") or str(uuid.uuid4())
-    result.headers.setdefault("request-id", str(uuid.uuid4()))
-    result.headers.setdefault("client-request-id", client_request_id)
+def _finish(call: GraphCall, result: GraphResult, item: bool = False) -> GraphResult:
+    headers = result.headers
+    if not item:  # a $batch item's ids are never sent: uuid4 is a good part of its CPU
+        if "request-id" not in headers:
+            headers["request-id"] = str(uuid.uuid4())
+        if "client-request-id" not in headers:
+            headers["client-request-id"] = (call.headers.get("client-request-id")
+                                            or str(uuid.uuid4()))
     if result.body is not None:
-        result.headers.setdefault("Content-Type", "application/json;odata.metadata=minimal;"
-                                  "odata.streaming=true;IEEE754Compatible=false;charset=utf-8")
+        headers.setdefault("Content-Type", "application/json;odata.metadata=minimal;"
+                           "odata.streaming=true;IEEE754Compatible=false;charset=utf-8")
     if call.immutable_ids:
-        result.headers["Preference-Applied"] = 'IdType="ImmutableId"'
+        headers["Preference-Applied"] = 'IdType="ImmutableId"'
     return result
 
 

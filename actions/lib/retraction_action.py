@@ -15,12 +15,12 @@ No business logic here: validation, policy, runs, the ledger and the metrics liv
 """
 import time
 
+# Only what `retract` needs is imported here (every action is a fresh process); the other
+# actions import their own modules (metrics, decisions) when they run.
 import pack_lib  # noqa: F401  (puts the pack's lib/ on sys.path; must come first)
 from retraction import campaign
-from retraction.automation import decision_from_params
 from retraction.bootstrap import build
 from retraction.config import ConfigError
-from retraction.metrics import card_format, parse_query, render_card
 from retraction.results import ledger_state, request_fields
 from retraction.validation import InvalidRequest, build_request, skip_flag
 
@@ -65,6 +65,11 @@ def execute(config, params, logger, destination=None):
     try:
         request = build_request(params, app.settings)
         skip = app.policy.skip_already_retracted(request.mode, skip_flag(params))
+        # Providers' tokens on other threads while the ledger opens; not for a chunk (the
+        # ledger may refuse it as not of its run) nor when skipping (the ledger may answer a
+        # copy, whose token is then never needed).
+        if chunk_of is None and not skip:
+            app.warm(request)
         engine = app.engine()  # opens the ledger: a configured one that cannot open raises
         if chunk_of is not None:
             request = campaign.join_run(engine.ledger, request, chunk_of)
@@ -167,6 +172,8 @@ def aggregate(config, params, logger):
 def record_decision(config, params, logger):
     """`record_decision`: keep an analyst's answer in the ledger. A failure returns
     `(False, {recorded: false, error, field})`, so a workflow can say what went wrong."""
+    from retraction.automation import decision_from_params  # this action's alone
+
     try:
         values = decision_from_params(params)
         app = build(config)
@@ -191,6 +198,8 @@ def record_decision(config, params, logger):
 
 def metrics(config, params, logger):
     """`retraction_metrics`: the metric record over a window (and filters), and its card."""
+    from retraction.metrics import card_format, parse_query, render_card
+
     query = parse_query(params)
     fmt = card_format(params.get("format"))
     app = build(config)
@@ -216,6 +225,8 @@ def metrics(config, params, logger):
 
 def details(config, params, logger):
     """`retraction_details`: the outcome rows of a window, newest first, a page at a time."""
+    from retraction.metrics import parse_query
+
     query = parse_query(params, rows=True)
     app = build(config)
     try:

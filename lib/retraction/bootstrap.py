@@ -7,21 +7,30 @@ googleapiclient) is imported the first time a copy of that provider is in a run,
 ledger (SQLAlchemy, alembic) when the app first needs it.
 
 A ledger that is configured (`ledger_url`) but cannot be opened is an error, raised before
-any provider is built: nothing is retracted without a record. An empty `ledger_url` means no
-ledger at all (tests, dry setups).
+any provider is asked to touch mail: nothing is retracted without a record. An empty
+`ledger_url` means no ledger at all (tests, dry setups).
+
+`App.warm(request)` lets a cold action overlap its two slow starts: while the ledger opens
+(SQLAlchemy's import is most of it), a thread builds the providers the request's first copies
+go to and fetches their access tokens. A token request reads and changes no mail, and it is
+only made once the request is validated and the ledger file is seen to be usable (a quick
+standard-library check); the ledger proper must still open before any lookup or move.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
+import os
 import threading
-from typing import Any, Dict, Iterator, Mapping, Optional
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional
 
 from retraction.config import ConfigError, Settings, load_settings, mask_url
 from retraction.engine import Engine, LedgerUnavailable
-from retraction.model import Provider, Reason
+from retraction.model import Destination, Provider, Reason, RetractionRequest
 from retraction.policy import Policy
 from retraction.providers.base import MailProvider, ProviderUnavailable
+from retraction.validation import InvalidRequest
 
 # provider name -> (module, class, Settings attribute holding its settings)
 PROVIDER_CLASSES = {
@@ -29,7 +38,58 @@ PROVIDER_CLASSES = {
     Provider.GOOGLE.value: ("retraction.providers.gmail", "GmailProvider", "google"),
 }
 _NOT_GIVEN: Any = object()
+WARM_SCAN = 100  # recipients App.warm looks through for each provider's first copy
 log = logging.getLogger(__name__)
+
+
+# What getting a provider ready for a run means (App.warm). Only what the run's first
+# `retract` call would do itself before touching a mailbox, so nothing is asked twice.
+def _prepare_graph(request: RetractionRequest, recipient: str, provider: Any) -> None:
+    provider.tokens.get()  # the app's token (msal keeps it); ProviderUnavailable if refused
+
+
+def _prepare_gmail(request: RetractionRequest, recipient: str, provider: Any) -> None:
+    from retraction.providers.gmail import searchable_message_id
+    from retraction.providers.gmail_auth import scopes_for
+
+    searchable_message_id(request.message_id)  # ValueError: the run refuses it, no token
+    # One token per mailbox: the first copy's, fetched on the provider's token pool while
+    # this thread parses the discovery document. The run takes that fetch's answer as its
+    # own, a refusal too (TokenBroker.prefetch): no token request more than without it.
+    provider.tokens.prefetch(recipient, scopes_for(Destination(request.destination)))
+    provider.messages  # noqa: B018
+
+
+_PREPARE = {Provider.MICROSOFT.value: _prepare_graph, Provider.GOOGLE.value: _prepare_gmail}
+_SQLITE_PREFIX = "sqlite:///"
+_VERSION_QUERY = "SELECT version_num FROM ledger_alembic_version"  # ledger.schema.VERSION_TABLE
+
+
+def _ledger_looks_usable(url: str) -> bool:
+    """Whether the ledger at `url` is an existing, writable SQLite ledger with a schema, by the
+    standard library in a few milliseconds, so no token is asked for when the ledger will
+    refuse the run. Anything else (PostgreSQL, a new file, a URL with options) says no: the
+    ledger is opened first, as without App.warm."""
+    if not url or not url.startswith(_SQLITE_PREFIX) or "?" in url:
+        return False
+    path = url[len(_SQLITE_PREFIX):]
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return False
+    path = os.path.abspath(path)
+    if not (os.path.isfile(path) and os.access(path, os.R_OK | os.W_OK)
+            and os.access(os.path.dirname(path), os.W_OK)):  # WAL and its index live beside it
+        return False
+    import sqlite3
+
+    try:
+        connection = sqlite3.connect(path, timeout=1.0)
+        try:
+            version = connection.execute(_VERSION_QUERY).fetchone()
+        finally:
+            connection.close()
+    except sqlite3.Error:
+        return False
+    return bool(version) and isinstance(version[0], str) and version[0].isdigit()
 
 
 class Providers(Mapping):
@@ -42,16 +102,51 @@ class Providers(Mapping):
         self._settings = settings
         self._built: Dict[str, MailProvider] = dict(overrides or {})
         self._failed: Dict[str, ProviderUnavailable] = {}
+        self._warming: Dict[str, threading.Thread] = {}
+        self._closed = False
         self._lock = threading.Lock()
 
     def __getitem__(self, name: str) -> MailProvider:
+        warming = self._warming.get(name)
+        if warming is not None and warming is not threading.current_thread():
+            warming.join()  # its token (or its refusal) is this run's: never ask twice
+        return self._get(name)
+
+    def warm(self, name: str, prepare: Callable[[MailProvider], None]) -> None:
+        """Build provider `name` and call `prepare(provider)` on a thread of its own, once;
+        `self[name]` waits for it. `prepare` may only get ready (import, parse, fetch a
+        token), never touch mail. A ProviderUnavailable it raises is this provider's answer
+        for the run, as if building it had failed; any other error is left for the run to
+        meet again and report."""
         with self._lock:
-            if name in self._built:
-                return self._built[name]
+            if (self._closed or name in self._built or name in self._failed
+                    or name in self._warming or name not in PROVIDER_CLASSES):
+                return
+            thread = threading.Thread(target=self._warm, args=(name, prepare),
+                                      name="retraction-warm-" + name, daemon=True)
+            self._warming[name] = thread
+        thread.start()
+
+    def _warm(self, name: str, prepare: Callable[[MailProvider], None]) -> None:
+        try:
+            prepare(self._get(name))
+        except ProviderUnavailable as exc:
+            with self._lock:
+                self._failed.setdefault(name, exc)
+        except Exception as exc:
+            log.debug("getting %s ready failed: %s: %s", name, type(exc).__name__, exc)
+
+    def _get(self, name: str) -> MailProvider:
+        with self._lock:
             if name in self._failed:
                 raise self._failed[name]
+            if name in self._built:
+                return self._built[name]
             if name not in PROVIDER_CLASSES:
                 raise KeyError(name)
+            if self._closed:
+                raise ProviderUnavailable(Reason.PROVIDER_ERROR.value, "Closed",
+                                          "the %s provider was closed" % name)
             try:
                 provider = self._build(name)
             except ProviderUnavailable as exc:
@@ -84,6 +179,11 @@ class Providers(Mapping):
             return dict(self._built)
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            warming = list(self._warming.values())
+        for thread in warming:  # let it finish first: nothing it starts outlives the close
+            thread.join()
         for provider in self.built().values():
             provider.close()
 
@@ -132,6 +232,30 @@ class App:
         if ledger is None:
             raise LedgerUnavailable("is empty, but %s" % why)
         return ledger
+
+    def warm(self, request: RetractionRequest) -> None:
+        """Start getting ready, on other threads, the providers the request's first copies go
+        to: build each (SDK import, key parsing) and fetch its access token, while this thread
+        opens the ledger. Call it after the request is validated, for a run that will ask the
+        providers (a copy the ledger answers needs no token). Nothing if the config refuses
+        the request as a whole (the run raises that)."""
+        try:
+            self.policy.admit(request)
+        except InvalidRequest:
+            return
+        if not _ledger_looks_usable(self.settings.ledger_url):
+            return
+        first: Dict[str, str] = {}  # provider -> the first recipient routed to it
+        for recipient in request.recipients[:WARM_SCAN]:
+            route = self.policy.route(recipient, request.provider)
+            if route.allowed and route.provider is not None:
+                first.setdefault(route.provider, recipient)
+                if len(first) == len(PROVIDER_CLASSES):
+                    break
+        for name, recipient in first.items():
+            prepare = _PREPARE.get(name)
+            if prepare is not None:
+                self.providers.warm(name, functools.partial(prepare, request, recipient))
 
     def engine(self) -> Engine:
         return Engine(self.providers, self.policy, ledger=self.ledger,

@@ -212,11 +212,16 @@ class _Lane:
     def __init__(self, slot: "_Slot", capacity: Optional[int]):
         self._slot = slot
         self._capacity = capacity
+        # A full lane takes targets again once it is down to this many, so the feeder and the
+        # provider trade places once per quarter lane rather than once per copy.
+        self._resume_at = None if capacity is None else min(capacity - 1, capacity * 3 // 4)
         self._cond = threading.Condition()
         self._items: Deque[Target] = collections.deque()
         self._closed = False
         self._killed = False
         self._in_flight: Dict[str, Target] = {}
+        self._feeder_waits = False  # put() waits for room (both flags under _cond)
+        self._takers_waiting = 0  # __next__ calls waiting for a target
 
     def _stopped(self) -> bool:
         return self._killed or self._slot.dead is not None or self._slot.cancelled.is_set()
@@ -224,13 +229,16 @@ class _Lane:
     def put(self, target: Target) -> bool:
         """Queue a target; False when the provider is already known to be unavailable."""
         with self._cond:
-            while (self._capacity is not None and len(self._items) >= self._capacity
-                   and not self._stopped()):
-                self._cond.wait(CANCEL_POLL_S)
+            if self._capacity is not None and len(self._items) >= self._capacity:
+                self._feeder_waits = True
+                while len(self._items) > self._resume_at and not self._stopped():
+                    self._cond.wait(CANCEL_POLL_S)
+                self._feeder_waits = False
             if self._stopped():
                 return False
             self._items.append(target)
-            self._cond.notify_all()
+            if self._takers_waiting:
+                self._cond.notify_all()
             return True
 
     def close(self) -> None:
@@ -258,12 +266,17 @@ class _Lane:
     def __next__(self) -> Target:
         with self._cond:
             while not self._items and not self._closed and not self._stopped():
-                self._cond.wait(CANCEL_POLL_S)
+                self._takers_waiting += 1
+                try:
+                    self._cond.wait(CANCEL_POLL_S)
+                finally:
+                    self._takers_waiting -= 1
             if not self._items or self._stopped():
                 raise StopIteration
             target = self._items.popleft()
             self._in_flight[address_key(target.recipient)] = target
-            self._cond.notify_all()
+            if self._feeder_waits and len(self._items) <= self._resume_at:
+                self._cond.notify_all()
             return target
 
 
@@ -498,6 +511,7 @@ class Run:
     def _feed_chunk(self, chunk: List[str]) -> Tuple[int, int]:
         request = self.request
         done = self._ledger.already_retracted(request, chunk) if self._skip else {}
+        slots: Dict[str, _Slot] = {}  # this chunk's, without the run's lock for every copy
         dispatched = skipped = 0
         for recipient in chunk:
             if self._cancelled.is_set():
@@ -507,7 +521,7 @@ class Run:
             target = Target(recipient)
             route = self._engine.policy.route(recipient, request.provider)
             dispatched += 1
-            earlier = done.get(address_key(recipient))
+            earlier = done.get(address_key(recipient)) if done else None
             if earlier is not None:  # answered from the ledger: no provider call
                 skipped += 1
                 self._put(self._skipped(target, route, earlier))
@@ -515,7 +529,9 @@ class Run:
             if not route.allowed:
                 self._put(self._refused(target, route))
                 continue
-            slot = self._slot(route.provider)
+            slot = slots.get(route.provider)
+            if slot is None:
+                slot = slots[route.provider] = self._slot(route.provider)
             if slot.main is None:
                 slot.main = slot.new_lane(self._engine.lane_capacity)
                 self._start_worker(slot.name, self._work_main, slot)

@@ -6,7 +6,8 @@ plain frozen records that serialise to JSON-safe dicts and back without loss.
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
+from operator import attrgetter
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Dict, Optional, Tuple
@@ -137,7 +138,9 @@ class Outcome:
     comment: Optional[str] = None
 
     def to_dict(self) -> Dict[str, Any]:
-        data = asdict(self)
+        # A shallow copy: every field is a str, bool, int, enum or datetime, so this is what
+        # `dataclasses.asdict` gave (it deep-copies each value) at a fraction of its cost.
+        data = dict(zip(_OUTCOME_FIELDS, _outcome_values(self)))
         for key in ("verdict_time", "requested_at", "completed_at"):
             data[key] = _iso(data[key])
         return data
@@ -154,3 +157,7 @@ class Outcome:
     @property
     def succeeded(self) -> bool:
         return self.status == Status.RETRACTED
+
+
+_OUTCOME_FIELDS = tuple(f.name for f in fields(Outcome))
+_outcome_values = attrgetter(*_OUTCOME_FIELDS)

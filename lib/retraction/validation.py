@@ -74,6 +74,15 @@ _LOCAL_ATEXT = r"A-Za-z0-9!$&'*+\-=^_`~"
 _LOCAL_ATOM = "[" + _LOCAL_ATEXT + "]+"
 _LOCAL_RE = re.compile(_LOCAL_ATOM + r"(?:\." + _LOCAL_ATOM + ")*")
 _LABEL_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+# The common case in one match: an address that already is a plain local@domain of the
+# grammar above (ASCII letters either case in the domain, which is then lowercased). Every
+# check in address() passes for such a text (it holds no character any of them refuses, no
+# delimiter, no chat wrapping), so only the lengths remain; anything else takes the checks
+# one by one for a precise message.
+_LDH_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_PLAIN_ADDRESS_RE = re.compile(
+    "(" + _LOCAL_ATOM + r"(?:\." + _LOCAL_ATOM + ")*)@(" + _LDH_LABEL + r"(?:\." + _LDH_LABEL
+    + ")+)")
 
 _ISO_RE = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})"
@@ -201,6 +210,9 @@ def address(value: Any, field: str = "recipients") -> str:
         raise InvalidRequest(field, value, "is empty")
     if len(text) > MAX_ADDRESS:
         raise InvalidRequest(field, value, "is longer than %d characters" % MAX_ADDRESS)
+    plain = _PLAIN_ADDRESS_RE.fullmatch(text)
+    if plain is not None and len(plain.group(1)) <= MAX_LOCAL_PART:
+        return plain.group(1) + "@" + plain.group(2).lower()  # the domain fits MAX_DOMAIN
     text = _unwrap_chat(text)
     _no_delimiters(field, text)
     _first_problem(field, text)
@@ -252,6 +264,8 @@ def dedupe_addresses(addresses: Iterable[str]) -> Iterator[str]:
 def _split(value: str) -> List[str]:
     # ChatOps sends "a@x, b@y"; Outlook users paste "a@x; b@y". Line breaks are NOT
     # separators: a CR/LF inside a value is refused like any other control character.
+    if "," not in value and ";" not in value:  # one address, the usual list item
+        return [value] if value.strip(" \t") else []
     return [piece for piece in re.split(r"[,;]", value) if piece.strip(" \t")]
 
 

@@ -23,7 +23,7 @@ Rows are decided in arrival order, under a lock on the copy, so concurrent write
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Dict, NamedTuple, Optional
 
 from retraction.metrics.record import RANK
 from retraction.model import Status
@@ -54,8 +54,7 @@ class Copy:
     touched: set = field(default_factory=set)  # destinations whose Episode changed
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):  # a tuple: one is made per outcome row, and cheaply
     counted: bool
     episode: int
     uncount_run_id: Optional[str] = None  # the row (of this copy) that no longer counts
@@ -72,7 +71,9 @@ def decide(copy: Copy, run_id: str, destination: str, status: str, preview: bool
            replacing: bool) -> Decision:
     """Place one outcome row of `copy` and update the copy's state. `replacing`: the run
     already had a row for this copy, which this outcome supersedes."""
-    ep = copy.episodes.setdefault(destination, Episode())
+    ep = copy.episodes.get(destination)
+    if ep is None:
+        ep = copy.episodes[destination] = Episode()
     copy.touched.add(destination)
     rank = RANK[status]
     if preview:

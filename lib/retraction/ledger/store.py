@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime
+from functools import lru_cache
+from operator import attrgetter
 from typing import (Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set,
                     Tuple, TypeVar, Union)
 
 from sqlalchemy import and_, bindparam, func, select, true, tuple_
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 
 from retraction.campaign import Earlier
 from retraction.ledger import cursor as cursors
@@ -35,6 +37,7 @@ _STATUS_OF_RANK = {3: Status.RETRACTED.value, 2: Status.ALREADY_IN_DESTINATION.v
 _IN_CHUNK = 400  # pairs per IN list: under SQLite's 999-variable limit before 3.32
 _EPISODE_FIELDS = ("episode", "run_id", "rank", "placed", "preview_episode", "preview_run_id",
                    "preview_rank", "preview_moves")
+_episode_values = attrgetter(*_EPISODE_FIELDS)
 _ROW_FIELDS = OUTCOME_FIELDS + ("recipient_key", "preview", "counted", "episode", "facets",
                                 "ttr_ms")
 
@@ -47,18 +50,40 @@ def _chunks(items: Sequence[T], size: int = _IN_CHUNK) -> Iterator[Sequence[T]]:
         yield items[start:start + size]
 
 
-def _select_pairs(conn: Connection, query, first, second, keys: Sequence[Tuple[str, str]]
-                  ) -> Iterator[Mapping[str, Any]]:
-    """Rows whose (first, second) is one of `keys`. Written as `first IN (..) AND second IN
-    (..)` and filtered here: SQLite seeks a two-column index for that, but scans the whole
-    table for a row-value `(first, second) IN (VALUES ..)`."""
+def _select_pairs(conn: Connection, query, keys: Sequence[Tuple[str, str]]) -> Iterator[Row]:
+    """Rows of a `_pairs_query` whose first two columns are one of `keys`. Written as
+    `first IN (..) AND second IN (..)` and filtered here: SQLite seeks a two-column index for
+    that, but scans the whole table for a row-value `(first, second) IN (VALUES ..)`."""
     for chunk in _chunks(sorted(keys)):
         wanted = set(chunk)
-        narrowed = query.where(first.in_(sorted({a for a, _ in chunk})),
-                               second.in_(sorted({b for _, b in chunk})))
-        for row in conn.execute(narrowed).mappings():
-            if (row[first.name], row[second.name]) in wanted:
+        params = {"firsts": sorted({a for a, _ in chunk}),
+                  "seconds": sorted({b for _, b in chunk})}
+        for row in conn.execute(query, params).all():
+            if (row[0], row[1]) in wanted:
                 yield row
+
+
+@lru_cache(maxsize=None)
+def _pairs_query(table: str) -> Any:
+    """The write path's read of `table` by pairs of its first two columns, built once: its
+    IN lists are expanding parameters, so a batch neither rebuilds the statement (nor its
+    cache key) nor coerces each value into a bind of its own."""
+    joined = None
+    if table == "copies":  # each copy with its episodes (if any), in one query
+        columns = [copies.c.message_id, copies.c.recipient_key, copies.c.location,
+                   copies.c.moves, episodes.c.destination]
+        columns += [episodes.c[name] for name in _EPISODE_FIELDS]
+        joined = copies.outerjoin(episodes, and_(
+            episodes.c.message_id == copies.c.message_id,
+            episodes.c.recipient_key == copies.c.recipient_key))
+    else:
+        o = outcomes.c
+        columns = [o.run_id, o.recipient_key, o.status, o.counted]
+    query = select(*columns)
+    if joined is not None:
+        query = query.select_from(joined)
+    return query.where(columns[0].in_(bindparam("firsts", expanding=True)),
+                       columns[1].in_(bindparam("seconds", expanding=True)))
 
 
 def _word(field: str, value: Optional[str], words: Sequence[str]) -> Optional[str]:
@@ -225,7 +250,7 @@ class Ledger:
             pending = {}  # type: Dict[Tuple[str, str], Dict[str, Any]]
             for key, row in chosen.items():
                 old = existing.get(key)
-                if old is not None and not supersedes(row["status"], old["status"]):
+                if old is not None and not supersedes(row["status"], old.status):
                     continue  # the run already holds a better outcome for this copy
                 copy = state[(row["message_id"], row["recipient_key"])]
                 decision = decide(copy, row["run_id"], row["destination"], row["status"],
@@ -240,7 +265,7 @@ class Ledger:
                 if old is None:
                     inserts.append(row)
                 else:
-                    if old["counted"]:
+                    if old.counted:
                         uncount.add(key)  # cleared first, so the unique index never trips
                     replaces.append(row)
                 pending[key] = row
@@ -254,28 +279,26 @@ class Ledger:
             return stmt.on_conflict_do_update(
                 index_elements=[copies.c.message_id, copies.c.recipient_key],
                 set_={"moves": copies.c.moves})  # no change: the point is the row lock
-        self._bulk.run(conn, "lock_copies", build,
-                       [{"message_id": m, "recipient_key": r, "moves": 0} for m, r in keys])
+        self._bulk.run(conn, "lock_copies", build, [(m, r, 0) for m, r in keys],
+                       keys=("message_id", "recipient_key", "moves"))
 
     def _load_copies(self, conn: Connection, keys: List[Tuple[str, str]]
                      ) -> Dict[Tuple[str, str], Copy]:
         state = {}  # type: Dict[Tuple[str, str], Copy]
-        for row in _select_pairs(conn, select(copies), copies.c.message_id,
-                                 copies.c.recipient_key, keys):
-            state[(row["message_id"], row["recipient_key"])] = Copy(
-                location=row["location"], moves=row["moves"])
-        for row in _select_pairs(conn, select(episodes), episodes.c.message_id,
-                                 episodes.c.recipient_key, keys):
-            state[(row["message_id"], row["recipient_key"])].episodes[row["destination"]] = \
-                Episode(**{f: row[f] for f in _EPISODE_FIELDS})
+        for row in _select_pairs(conn, _pairs_query("copies"), keys):
+            key = (row[0], row[1])
+            copy = state.get(key)
+            if copy is None:
+                copy = state[key] = Copy(location=row[2], moves=row[3])
+            if row[4] is not None:  # an episode of the copy (outer join: None if none)
+                copy.episodes[row[4]] = Episode(**dict(zip(_EPISODE_FIELDS, row[5:])))
         return state
 
     def _load_rows(self, conn: Connection, keys: List[Tuple[str, str]]
-                   ) -> Dict[Tuple[str, str], Mapping[str, Any]]:
-        o = outcomes.c
-        query = select(o.run_id, o.recipient_key, o.status, o.counted)
-        return {(row["run_id"], row["recipient_key"]): row
-                for row in _select_pairs(conn, query, o.run_id, o.recipient_key, keys)}
+                   ) -> Dict[Tuple[str, str], Row]:
+        """(run_id, recipient_key) -> (run_id, recipient_key, status, counted)."""
+        return {(row[0], row[1]): row
+                for row in _select_pairs(conn, _pairs_query("outcomes"), keys)}
 
     def _apply(self, conn: Connection, uncount: List[Tuple[str, str]],
                replaces: List[Dict[str, Any]], inserts: List[Dict[str, Any]],
@@ -284,17 +307,17 @@ class Ledger:
         by_row = and_(o.run_id == bindparam("b_run_id"),
                       o.recipient_key == bindparam("b_recipient_key"))
         bulk = self._bulk
+        # Rows go to `Bulk` as tuples in the order of the keys given with them.
         bulk.run(conn, "uncount", lambda: outcomes.update().where(by_row).values(
-            counted=False), [{"b_run_id": r, "b_recipient_key": k} for r, k in uncount])
+            counted=False), uncount, keys=("b_run_id", "b_recipient_key"))
         fields = [f for f in _ROW_FIELDS if f not in ("run_id", "recipient_key")]
+        replace_keys = ["v_" + f for f in fields] + ["b_run_id", "b_recipient_key"]
         bulk.run(conn, "replace", lambda: outcomes.update().where(by_row).values(
             {f: bindparam("v_" + f) for f in fields}),
-            [dict({"v_" + f: row[f] for f in fields}, b_run_id=row["run_id"],
-                  b_recipient_key=row["recipient_key"]) for row in replaces])
-        bulk.run(conn, "insert", outcomes.insert, [{f: row[f] for f in _ROW_FIELDS}
-                                                   for row in inserts])
-        episode_rows = [dict({f: getattr(ep, f) for f in _EPISODE_FIELDS}, message_id=m,
-                             recipient_key=r, destination=d)
+            [tuple(row[f] for f in fields + ["run_id", "recipient_key"]) for row in replaces],
+            keys=replace_keys)
+        bulk.run(conn, "insert", outcomes.insert, inserts, keys=_ROW_FIELDS)
+        episode_rows = [(m, r, d) + _episode_values(ep)
                         for (m, r), copy in sorted(state.items())
                         for d, ep in sorted(copy.episodes.items()) if d in copy.touched]
 
@@ -304,12 +327,14 @@ class Ledger:
                 index_elements=[episodes.c.message_id, episodes.c.recipient_key,
                                 episodes.c.destination],
                 set_={f: getattr(stmt.excluded, f) for f in _EPISODE_FIELDS})
-        bulk.run(conn, "episodes", upsert_episodes, episode_rows)
-        copy_rows = [{"b_m": m, "b_r": r, "location": copy.location, "moves": copy.moves}
+        bulk.run(conn, "episodes", upsert_episodes, episode_rows,
+                 keys=("message_id", "recipient_key", "destination") + _EPISODE_FIELDS)
+        copy_rows = [(m, r, copy.location, copy.moves)
                      for (m, r), copy in sorted(state.items()) if copy.touched]
         bulk.run(conn, "copies", lambda: copies.update().where(and_(
             copies.c.message_id == bindparam("b_m"),
-            copies.c.recipient_key == bindparam("b_r"))), copy_rows)
+            copies.c.recipient_key == bindparam("b_r"))), copy_rows,
+            keys=("b_m", "b_r", "location", "moves"))
 
     # ------------------------------------------------------------------------------ reads
 

@@ -49,6 +49,13 @@ CLASSIFY_FOLDERS = ("inbox", "junkemail", "deleteditems", "archive", "recoverabl
 SEES_RECOVERABLE = ("inbox",)
 SEES_RECOVERABLE_WHEN_EMPTY = ("soft_delete", "hard_delete")
 
+# Enum values read once: an Enum's .value is a Python-level property, read several times a copy.
+_INBOX, _HARD_DELETE = Destination.INBOX.value, Destination.HARD_DELETE.value
+_RETRACTED, _FAILED = Status.RETRACTED.value, Status.FAILED.value
+_ALREADY, _PREVIEWED = Status.ALREADY_IN_DESTINATION.value, Status.PREVIEWED.value
+_PROVIDER_ERROR, _NOT_FOUND = Reason.PROVIDER_ERROR.value, Reason.NOT_FOUND.value
+_NOT_A_MAILBOX = Reason.NOT_A_MAILBOX.value
+
 # (status, headers, body) of one sub-request. Status 0: no HTTP answer (drop, timeout); then
 # headers[NO_ANSWER] is the exception's class name and body its text.
 NO_ANSWER = "x-no-answer"
@@ -113,6 +120,14 @@ class GraphRun:
         self.ready_new: Deque[_Job] = deque()
         self.delayed: List[Tuple[float, int, _Job]] = []
         self.mailbox_load: Counter = Counter()
+        r = request
+        # What every outcome of this run shares, converted once (str() of an Enum is not free).
+        self._run_fields: Dict[str, Any] = dict(
+            run_id=r.run_id, message_id=r.message_id, provider="microsoft",
+            destination=self.destination, mode=str(r.mode), trigger=str(r.trigger),
+            disposition=str(r.disposition) if r.disposition is not None else None,
+            verdict_time=r.verdict_time, requested_at=r.requested_at,
+            requested_by=r.requested_by, comment=r.comment)
 
     # -- the coordinator ----------------------------------------------------------------------
     def run(self, targets: Iterable[Target]) -> Iterator[Outcome]:
@@ -171,13 +186,14 @@ class GraphRun:
         queues untouched) when fewer than `least` items are ready."""
         items: List[Item] = []
         taken: List[Tuple[Deque[_Job], _Job]] = []
+        in_batch: Dict[str, int] = {}  # mailbox -> items of it in this batch so far
         for queue in (self.ready_next, self.ready_new):
             skipped: List[_Job] = []
             while queue and len(items) < BATCH_LIMIT:
                 job = queue.popleft()
                 stage = list(job.pending.values())
-                load = self.mailbox_load[job.mailbox] + sum(
-                    1 for item in items if item.job.mailbox == job.mailbox)
+                # .get: a Counter's missing key costs a Python-level __missing__ call
+                load = self.mailbox_load.get(job.mailbox, 0) + in_batch.get(job.mailbox, 0)
                 if len(items) + len(stage) > BATCH_LIMIT:
                     skipped.append(job)
                     break
@@ -186,6 +202,7 @@ class GraphRun:
                     continue
                 taken.append((queue, job))
                 items.extend(stage)
+                in_batch[job.mailbox] = in_batch.get(job.mailbox, 0) + len(stage)
             queue.extendleft(reversed(skipped))
         if len(items) < least:
             for queue, job in reversed(taken):
@@ -245,7 +262,7 @@ class GraphRun:
             elif kind == "transient":
                 delay = max(delay, retry_after(headers, default=backoff(tries)))
             else:
-                return self._fail(job, REASON_OF_KIND.get(kind, Reason.PROVIDER_ERROR.value),
+                return self._fail(job, REASON_OF_KIND.get(kind, _PROVIDER_ERROR),
                                   code, message)
         if refresh:
             job.token_retried = True
@@ -267,7 +284,7 @@ class GraphRun:
             code, message = last
             message = "%s (gave up after %d attempts)" % (message or "no answer",
                                                           max(tries, 1))
-            return self._fail(job, Reason.PROVIDER_ERROR.value, code or "RetryBudgetExhausted",
+            return self._fail(job, _PROVIDER_ERROR, code or "RetryBudgetExhausted",
                               message)
         job.retries += 1
         if relookup:
@@ -293,7 +310,7 @@ class GraphRun:
     def _advance(self, job: _Job) -> None:
         if job.stage == "act":
             if not job.more:
-                return self._finish(job, Status.RETRACTED.value, *job.first_seen)
+                return self._finish(job, _RETRACTED, *job.first_seen)
             self._start_lookup(job)  # more copies than one round acted on: look again
             return self._ready(job)
         known = self.folders.setdefault(job.mailbox, {})
@@ -333,38 +350,38 @@ class GraphRun:
 
     def _decide(self, job: _Job, copies: List[Tuple[str, bool, str]]) -> None:
         dest = self.destination
-        if dest == Destination.INBOX.value:
+        if dest == _INBOX:
             to_act = [c for c in copies if c[2] in RESTORABLE]
-        elif dest == Destination.HARD_DELETE.value:
+        elif dest == _HARD_DELETE:
             to_act = list(copies)
         else:
             to_act = [c for c in copies if c[2] != dest]
         if not copies:
-            if job.act_sent and dest == Destination.HARD_DELETE.value:
-                return self._finish(job, Status.RETRACTED.value, *job.first_seen)
+            if job.act_sent and dest == _HARD_DELETE:
+                return self._finish(job, _RETRACTED, *job.first_seen)
             # Graph answers an empty list, not an error: there is no provider code unless a
             # move was told its copy had gone (a user or a rule moved it meanwhile).
             code, message = job.gone or (None, "")
             message = "no copy of %s in this mailbox%s%s" % (
                 self.request.message_id,
                 " (Recoverable Items included); hard-deleted copies cannot be restored"
-                if dest == Destination.INBOX.value else "",
+                if dest == _INBOX else "",
                 " (%s)" % message if message else "")
-            return self._fail(job, Reason.NOT_FOUND.value, code, message)
+            return self._fail(job, _NOT_FOUND, code, message)
         if not to_act:
             if job.act_sent:  # our earlier move landed though its answer was lost
-                return self._finish(job, Status.RETRACTED.value, *job.first_seen)
-            return self._finish(job, Status.ALREADY_IN_DESTINATION.value, None, copies[0][2])
+                return self._finish(job, _RETRACTED, *job.first_seen)
+            return self._finish(job, _ALREADY, None, copies[0][2])
         to_act.sort(key=lambda c: c[2] != "inbox")
         seen = (any(c[1] for c in to_act), to_act[0][2])
         if self.request.preview:
-            return self._finish(job, Status.PREVIEWED.value, *seen)
+            return self._finish(job, _PREVIEWED, *seen)
         if job.first_seen is None:
             job.first_seen = seen
         job.more = len(to_act) > MAILBOX_CONCURRENCY  # act on the rest after a new lookup
         to_act = to_act[:MAILBOX_CONCURRENCY]
         address = job.target.recipient
-        if dest == Destination.HARD_DELETE.value:
+        if dest == _HARD_DELETE:
             items = [Item(job, "act:" + c[0], "act", "POST", purge_url(address, c[0]))
                      for c in to_act]
         else:
@@ -383,18 +400,12 @@ class GraphRun:
 
     def _fail(self, job: _Job, reason: str, code: Optional[str], message: str) -> None:
         refusal = self.refused.get(job.mailbox)
-        if reason == Reason.NOT_A_MAILBOX.value and refusal:
+        if reason == _NOT_A_MAILBOX and refusal:
             reason, code, message = refusal  # a group we were not allowed to expand
-        self.finished.append(self._outcome(job, Status.FAILED.value, reason=reason,
+        self.finished.append(self._outcome(job, _FAILED, reason=reason,
                                            error_code=code, error_message=message[:1000]))
 
     def _outcome(self, job: _Job, status: str, **fields: Any) -> Outcome:
-        r = self.request
-        return Outcome(
-            run_id=r.run_id, message_id=r.message_id, recipient=job.target.recipient,
-            provider="microsoft", destination=self.destination, mode=str(r.mode),
-            trigger=str(r.trigger), status=status,
-            disposition=str(r.disposition) if r.disposition is not None else None,
-            via_group=job.target.via_group, verdict_time=r.verdict_time,
-            requested_at=r.requested_at, completed_at=utc_now(), attempts=job.retries + 1,
-            requested_by=r.requested_by, comment=r.comment, **fields)
+        return Outcome(recipient=job.target.recipient, status=status,
+                       via_group=job.target.via_group, completed_at=utc_now(),
+                       attempts=job.retries + 1, **self._run_fields, **fields)
