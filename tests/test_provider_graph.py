@@ -562,10 +562,10 @@ def test_recoverable_items_only_where_the_destination_wants_them(sandbox, graph)
     assert [e["mailbox"] for e in sandbox.audit(before)] == ["sd1@corp.example"]
 
 
-# == graph_auth's session: one TLS context per CA file, environment read once per host ==========
+# == graph_auth's session: one TLS context per CA file ===========================================
 # The session's adapter gives every connection verified against one CA file the process's one
-# SSLContext for that file (the file is read once), and the session reads the proxy and CA-bundle
-# environment variables once per scheme and host. These tests drive real connections to the
+# SSLContext for that file (the file is read once); proxy and CA-bundle environment variables
+# work as with plain requests. These tests drive real connections to the
 # sandbox: the sharing must be real, and trust, host names and proxies must work as before.
 ENV_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "REQUESTS_CA_BUNDLE",
             "CURL_CA_BUNDLE")
@@ -753,20 +753,3 @@ def test_proxy_variables_apply_without_ca_file(sandbox, clean_env, own_ca, dead_
     else:
         clean_env.setenv(*no_proxy.split("=", 1))
         retracted(sandbox, config)
-
-
-def test_environment_is_read_once_per_session_and_host(sandbox, clean_env, own_ca, dead_proxy):
-    """The session keeps what the environment said for a host: a proxy variable set while it
-    runs reaches new sessions (a new action process) only."""
-    clean_env.setenv("REQUESTS_CA_BUNDLE", own_ca)
-    config = config_with(sandbox, ca_file="")
-    provider = provider_for(sandbox, config, retry_budget_s=1, max_attempts=1)
-    try:
-        assert retract(provider, ["alice@corp.example"])["alice@corp.example"].status == (
-            "retracted")
-        clean_env.setenv("HTTPS_PROXY", dead_proxy)
-        assert retract(provider, ["bob@corp.example"])["bob@corp.example"].status == (
-            "retracted")
-    finally:
-        provider.close()
-    assert refused(sandbox, config).code == "ProxyError"

@@ -26,7 +26,6 @@ from __future__ import annotations
 import collections
 import logging
 import random
-import ssl
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,6 +33,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 from retraction.config import ConfigError
 from retraction.model import Destination, Reason
+from retraction.providers.tls import verifying_context
 
 LOG = logging.getLogger(__name__)
 
@@ -100,25 +100,6 @@ def load_signer(info: Dict[str, Any]) -> Any:
     return crypt.RSASigner(key, key_id=info.get("private_key_id"))
 
 
-_contexts: Dict[str, ssl.SSLContext] = {}  # CA file -> its verifying context, per process
-_contexts_lock = threading.Lock()
-
-
-def _verifying_context(ca_file: str) -> ssl.SSLContext:
-    """One TLS context per CA file for the whole process: loading a CA bundle (certifi's)
-    costs ~40 ms of CPU, and httplib2 loads it again for every connection it opens, i.e. for
-    every thread of the token pool."""
-    from urllib3.util.ssl_ import create_urllib3_context
-
-    with _contexts_lock:
-        context = _contexts.get(ca_file)
-        if context is None:
-            context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
-            context.load_verify_locations(cafile=ca_file)
-            _contexts[ca_file] = context
-        return context
-
-
 class _NoAssertionLogs(logging.Filter):
     """google-auth's urllib3 transport logs request bodies at DEBUG (when the `google` logger
     is configured); a token request's body is the signed assertion, good for an hour."""
@@ -148,7 +129,7 @@ def token_http(token_uri: str, template: Any, pool_size: int) -> Any:
     tls = {}
     if token_uri.lower().startswith("https:"):
         ca_file = getattr(template, "ca_certs", None) or httplib2.CA_CERTS
-        tls["ssl_context"] = _verifying_context(ca_file)
+        tls["ssl_context"] = verifying_context(ca_file)
     timeout = getattr(template, "timeout", None)
     pool = urllib3.PoolManager(
         num_pools=2, maxsize=max(1, pool_size), timeout=urllib3.Timeout(timeout),

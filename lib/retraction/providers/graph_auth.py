@@ -8,21 +8,18 @@ from __future__ import annotations
 
 import logging
 import os
-import ssl
 import threading
 import time
-from typing import Any, Callable, Dict, Optional, Tuple
-from urllib.parse import urlsplit
+from typing import Any, Callable, Optional
 
 import requests
 from requests.adapters import HTTPAdapter
-from requests.sessions import merge_setting
-from requests.utils import DEFAULT_CA_BUNDLE_PATH, get_environ_proxies
-from urllib3.util.ssl_ import create_urllib3_context
+from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
 from retraction.model import Reason
 from retraction.providers.base import ProviderUnavailable
 from retraction.providers.graph_wire import backoff
+from retraction.providers.tls import shared_context, verifying_context
 
 log = logging.getLogger(__name__)
 
@@ -30,23 +27,6 @@ GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 # Errors from a 5xx or dropped token endpoint: worth retrying. Anything msal *returns* as an
 # error dict is Entra's verdict on the credentials and is final.
 _TRANSIENT = (requests.ConnectionError, requests.Timeout)
-
-
-_contexts: Dict[str, ssl.SSLContext] = {}
-_contexts_lock = threading.Lock()
-
-
-def _verifying_context(ca_bundle: str) -> ssl.SSLContext:
-    """The SSLContext urllib3 would build for a connection verified against `ca_bundle`, built
-    once per process: urllib3 builds one and loads the bundle for every new connection (certifi's
-    takes ~40 ms of CPU), and each chunk's provider opens a connection per worker."""
-    with _contexts_lock:
-        context = _contexts.get(ca_bundle)
-        if context is None:
-            context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
-            context.load_verify_locations(cafile=ca_bundle)
-            _contexts[ca_bundle] = context
-        return context
 
 
 def _bundle(verify: Any) -> Optional[str]:
@@ -68,12 +48,12 @@ class _SharedContextAdapter(HTTPAdapter):
         bundle = _bundle(verify)
         if host_params.get("scheme") == "https" and not cert and bundle:
             pool_kwargs.pop("ca_certs", None)
-            pool_kwargs["ssl_context"] = _verifying_context(bundle)
+            pool_kwargs["ssl_context"] = verifying_context(bundle)
         return host_params, pool_kwargs
 
     def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
         bundle = _bundle(verify)
-        shared = _contexts.get(bundle) if bundle else None
+        shared = shared_context(bundle)
         if (shared is not None and not cert and url.lower().startswith("https")
                 and getattr(conn, "conn_kw", {}).get("ssl_context") is shared):
             # What requests sets, minus the CA file: it is in the shared context already.
@@ -81,39 +61,6 @@ class _SharedContextAdapter(HTTPAdapter):
             conn.ca_certs = conn.ca_cert_dir = None
             return
         super().cert_verify(conn, url, verify, cert)
-
-
-class _Session(requests.Session):
-    """A requests Session that reads the environment (proxy variables, REQUESTS_CA_BUNDLE /
-    CURL_CA_BUNDLE) once per scheme and host instead of on every call: requests scans every
-    environment variable per request, ~0.2 ms of CPU. What is done with them is a copy of
-    requests' Session.merge_environment_settings (the same from 2.28 to 2.34)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._environment: Dict[Tuple[str, str], Tuple[Dict[str, str], Optional[str]]] = {}
-
-    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any,
-                                   cert: Any) -> Dict[str, Any]:
-        if not self.trust_env or (proxies and "no_proxy" in proxies):
-            return super().merge_environment_settings(url, proxies, stream, verify, cert)
-        parts = urlsplit(url)
-        key = (parts.scheme, parts.netloc)
-        found = self._environment.get(key)
-        if found is None:
-            found = (get_environ_proxies(url, no_proxy=None),
-                     os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE"))
-            self._environment[key] = found
-        env_proxies, env_verify = found
-        if proxies is not None:
-            for name, value in env_proxies.items():
-                proxies.setdefault(name, value)
-        if verify is True or verify is None:
-            verify = env_verify or verify
-        return {"proxies": merge_setting(proxies, self.proxies),
-                "stream": merge_setting(stream, self.stream),
-                "verify": merge_setting(verify, self.verify),
-                "cert": merge_setting(cert, self.cert)}
 
 
 def make_session(ca_file: str, pool_size: int) -> requests.Session:
@@ -125,7 +72,7 @@ def make_session(ca_file: str, pool_size: int) -> requests.Session:
     every call that does not pass `verify=` itself (msal never does), so the CA would be
     silently ignored. The cost: proxy variables are ignored too for that session.
     """
-    session = _Session()
+    session = requests.Session()
     adapter = _SharedContextAdapter(pool_connections=4, pool_maxsize=max(1, pool_size))
     session.mount("https://", adapter)
     session.mount("http://", adapter)
