@@ -7,29 +7,25 @@ what a benchmark measures is then the pack's client side, not the fake server's.
 """
 import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 
 PACK_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STANDIN_DIR = os.path.join(PACK_ROOT, "tests", "st2_standin")
+if PACK_ROOT not in sys.path:
+    sys.path.insert(0, PACK_ROOT)
+
+from sandbox.process import SandboxProcess as _SandboxProcess  # noqa: E402
+from sandbox.process import pin_apart  # noqa: E402,F401  (the benchmarks' own use)
 
 
 def setup_paths():
     """sys.path as StackStorm gives an action (actions/, actions/lib) plus the pack-root lib/
-    and the pack root (for `import sandbox`); StackStorm's modules from the real installation
-    when there is one, else from the stand-in the tests use."""
+    and the pack root (for `import sandbox`)."""
     for path in reversed([os.path.join(PACK_ROOT, "lib"),
                           os.path.join(PACK_ROOT, "actions", "lib"),
                           os.path.join(PACK_ROOT, "actions"), PACK_ROOT]):
         if path not in sys.path:
             sys.path.insert(0, path)
-    try:
-        import st2common  # noqa: F401
-    except ImportError:
-        sys.path.insert(0, STANDIN_DIR)
 
 
 def log(*parts):
@@ -68,130 +64,12 @@ def peak_rss_mb():
 
 
 # -- the sandbox process ---------------------------------------------------------------------
-class SandboxProcess:
-    """`python -m sandbox` in a child process; `info` is its ready file, `control_*` its
-    control API (plain HTTP on loopback)."""
+class SandboxProcess(_SandboxProcess):
+    """sandbox/process.py's, pinned to its own CPU by default: a benchmark measures the pack's
+    client side, not the fake server's."""
 
     def __init__(self, scenario="basic.yaml", seed=0, pin=True, timeout_s=60.0):
-        self.scenario = scenario
-        self.seed = seed
-        self.workdir = tempfile.mkdtemp(prefix="bench-sandbox-")
-        self.ready_file = os.path.join(self.workdir, "ready.json")
-        self.proc = None
-        self.info = None
-        self.pin = pin
-        self.timeout_s = timeout_s
-        self.pinned = False
-        self._session = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc_info):
-        self.stop()
-
-    def start(self):
-        started = time.monotonic()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sandbox", "--scenario", self.scenario, "--ready-file",
-             self.ready_file, "--data-dir", os.path.join(self.workdir, "data"),
-             "--seed", str(self.seed)],
-            cwd=PACK_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while not os.path.exists(self.ready_file):
-            if self.proc.poll() is not None:
-                raise SystemExit("the sandbox exited with %s before it was ready"
-                                 % self.proc.returncode)
-            if time.monotonic() - started > self.timeout_s:
-                self.stop()
-                raise SystemExit("the sandbox was not ready within %.0f s" % self.timeout_s)
-            time.sleep(0.01)
-        with open(self.ready_file) as handle:
-            self.info = json.load(handle)
-        if self.pin:
-            self.pinned = pin_apart(self.proc.pid)
-        return self
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self._session is not None:
-            self._session.close()
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-    # -- control API -------------------------------------------------------------------------
-    @property
-    def session(self):
-        if self._session is None:
-            import requests
-            self._session = requests.Session()
-            self._session.trust_env = False  # loopback: no proxy, no CA bundle override
-        return self._session
-
-    def control(self, method, path, body=None, **params):
-        url = self.info["control_url"] + path
-        response = self.session.request(method, url, json=body, params=params or None,
-                                        timeout=300)
-        if response.status_code >= 400:
-            raise RuntimeError("sandbox %s %s: %s %s" % (method, path, response.status_code,
-                                                         response.text[:300]))
-        return response.json()
-
-    def faults(self, spec, clear=False):
-        body = dict(spec)
-        if clear:
-            body["clear"] = True
-        return self.control("POST", "/faults", body)
-
-    def campaign(self, **spec):
-        """Generate a campaign; returns its truth (control API `campaign_view`)."""
-        return self.control("POST", "/campaigns", spec)
-
-    def campaign_truth(self, message_id):
-        return self.control("GET", "/campaigns", message_id=message_id)
-
-    def counters(self):
-        return self.control("GET", "/counters")
-
-    def reset_counters(self):
-        return self.control("POST", "/counters/reset")
-
-    def audit(self, since=0):
-        return self.control("GET", "/audit", since=since)["entries"]
-
-    def audit_seq(self):
-        entries = self.audit()
-        return entries[-1]["seq"] if entries else 0
-
-    def copies(self, message_id):
-        return self.control("GET", "/copies", message_id=message_id)["copies"]
-
-    def add_mailbox(self, address, copies, kind="user"):
-        return self.control("POST", "/mailboxes", {"address": address, "kind": kind,
-                                                   "copies": copies})
-
-    def pack_config(self, ledger_url="", **limits):
-        """The sandbox's pack config with this ledger and these limits."""
-        import yaml
-        with open(self.info["pack_config_file"]) as handle:
-            config = yaml.safe_load(handle)
-        config["ledger_url"] = ledger_url
-        config.setdefault("limits", {}).update(limits)
-        return config
-
-
-def pin_apart(server_pid):
-    """Server on the first CPU, this process on the others (two or more CPUs)."""
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
-        return False
-    os.sched_setaffinity(server_pid, {cpus[0]})
-    os.sched_setaffinity(0, set(cpus[1:]))
-    return True
+        super().__init__(scenario, seed=seed, pin=pin, timeout_s=timeout_s)
 
 
 # -- summaries ---------------------------------------------------------------------------------

@@ -42,11 +42,7 @@ def child(job_file):
         job = json.load(handle)
     actions_dir = os.path.join(_common.PACK_ROOT, "actions")
     sys.path[:0] = [os.path.join(actions_dir, "lib"), actions_dir]
-    try:
-        import st2common.runners.base_action  # noqa: F401  (the wrapper's own import)
-    except ImportError:
-        sys.path.insert(0, _common.STANDIN_DIR)
-        import st2common.runners.base_action  # noqa: F401
+    import st2common.runners.base_action  # noqa: F401  (the wrapper's own import)
     from st2common.runners.utils import get_action_class_instance
 
     started = time.perf_counter()

@@ -11,3 +11,4 @@ from verdict_polling import VerdictPollingSensor
 
 class SubmissionSensor(VerdictPollingSensor):
     make_poll = staticmethod(submission_poll)
+    metadata_file = "submission_sensor.yaml"

@@ -11,3 +11,4 @@ from verdict_polling import VerdictPollingSensor
 
 class VerdictSensor(VerdictPollingSensor):
     make_poll = staticmethod(verdict_poll)
+    metadata_file = "verdict_sensor.yaml"

@@ -1,17 +1,34 @@
 """What the Cloudflare sensor tests share: the sandbox, a config pointing at it, payloads
-checked against their trigger schemas, the sensor's log as text, and the rule that the API
-token never reaches a log line. A mixin for BaseSensorTestCase classes."""
+checked against their trigger schemas by StackStorm's own validator, the sensor's log as text,
+and the rule that the API token never reaches a log line. A mixin for BaseSensorTestCase
+classes."""
 import os
 
+import jsonschema
 import pytest
+import yaml
 
-import conformance
 from conftest import PACK_ROOT
+from st2common.util import schema as util_schema
 
 
 def trigger_schemas(sensor_yaml):
-    meta, _ = conformance.load_yaml(os.path.join(PACK_ROOT, "sensors", sensor_yaml))
+    with open(os.path.join(PACK_ROOT, "sensors", sensor_yaml), encoding="utf-8") as handle:
+        meta = yaml.safe_load(handle)
     return {"email_retraction." + t["name"]: t["payload_schema"] for t in meta["trigger_types"]}
+
+
+def payload_errors(schema, payload):
+    """Why StackStorm would drop this payload ([] when it would not): the check the sensor
+    container makes on dispatch (st2common.validators.api.reactor.validate_trigger_payload,
+    which StackStorm's MockSensorService does not call), on the trigger's payload_schema."""
+    try:
+        util_schema.validate(instance=payload, schema=schema, cls=util_schema.CustomValidator,
+                             use_default=True, allow_default_none=True)
+    except jsonschema.ValidationError as error:
+        path = ".".join(str(p) for p in error.path) or "(top)"
+        return ["%s: %s" % (path, error.message)]
+    return []
 
 
 class CloudflareSensorCase(object):
@@ -43,7 +60,7 @@ class CloudflareSensorCase(object):
         out = []
         for item in self.get_dispatched_triggers():
             self.assertIn(item["trigger"], self.schemas)
-            errors = conformance.payload_errors(self.schemas[item["trigger"]], item["payload"])
+            errors = payload_errors(self.schemas[item["trigger"]], item["payload"])
             self.assertEqual(errors, [], item["payload"])
             out.append((item["trigger"], item["payload"]))
         return out

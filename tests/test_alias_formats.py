@@ -4,24 +4,26 @@ StackStorm picks an alias by matching the chat command against EVERY registered 
 string and refuses an ambiguous command, so each command must match exactly one format of
 the whole pack, not just of its own alias. The helpers below follow StackStorm 3.9's path
 from a chat line to a reply: extract the parameters (`action_alias_utils`), add the
-immutable ones, cast them to the action's types (ChatOps splits arrays on commas), run the
-action, and render the alias's `ack` (StrictUndefined, over the scheduled execution) and
-`result` (the chatops pack's `format_execution_result`: a sandboxed Jinja environment with
-trim_blocks/lstrip_blocks and lenient undefined, over the finished execution as a dict)."""
+immutable ones, cast them to the action's types (StackStorm's casts, with alias execution's
+override that splits arrays on commas), run the action, and render the alias's `ack`
+(`render_values`, StrictUndefined, over the scheduled execution) and `result` (the chatops
+pack's `format_execution_result`: StackStorm's Jinja environment with undefined allowed, over
+the finished execution as a dict). Casts and Jinja are StackStorm's own code."""
 import glob
 import json
 import os
 import traceback
 import types
 
-import jinja2
-import jinja2.sandbox
 import pytest
 import yaml
 
+from st2api.controllers.v1.aliasexecution import CAST_OVERRIDES
 from st2common.exceptions.content import ParseException
 from st2common.models.utils.action_alias_utils import extract_parameters
 from st2common.runners.utils import get_action_class_instance
+from st2common.util.casts import get_cast
+from st2common.util.jinja import get_jinja_environment, render_values
 
 PACK_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACK = "email_retraction"
@@ -67,18 +69,12 @@ def action_parameters(action_ref):
 
 
 def _cast(kind, value):
-    """StackStorm's casts for alias parameters (arrays with the ChatOps override)."""
-    if value is None or not isinstance(value, str):
+    """StackStorm's own cast for a parameter of this type, the ChatOps override first: the
+    loop of `action_param_utils.cast_params` as alias execution calls it (no type, no cast)."""
+    if not kind:
         return value
-    if kind == "array":
-        return [v.strip() for v in value.split(",")]
-    if kind == "boolean":
-        return value.strip().lower() in ("1", "true")
-    if kind == "integer":
-        return int(value)
-    if kind == "number":
-        return float(value)
-    return value
+    cast = CAST_OVERRIDES.get(kind) or get_cast(cast_type=kind)
+    return cast(value) if cast else value
 
 
 def chat_parameters(alias_name, command):
@@ -113,18 +109,11 @@ def execute(action_cls, config, params, action_ref):
     return execution
 
 
-def _stackstorm_env(strict):
-    env = jinja2.sandbox.SandboxedEnvironment(
-        undefined=jinja2.StrictUndefined if strict else jinja2.Undefined,
-        trim_blocks=True, lstrip_blocks=True)
-    env.filters["to_json_string"] = lambda value, indent=None: json.dumps(value, indent=indent)
-    env.tests["in"] = lambda item, collection: item in collection
-    return env
-
-
 def render_result(alias_name, execution):
+    """The chatops pack's `format_execution_result`: StackStorm's Jinja environment with
+    undefined allowed, over the finished execution as a dict."""
     template = aliases()[alias_name]["result"]["format"]
-    return _stackstorm_env(strict=False).from_string(template).render(
+    return get_jinja_environment(allow_undefined=True).from_string(template).render(
         {"execution": execution}).strip()
 
 
@@ -133,8 +122,9 @@ def render_ack(alias_name, params):
     execution = types.SimpleNamespace(id="5f0c0ffee000000000000001", status="requested",
                                       parameters=params, result={})
     template = aliases()[alias_name]["ack"]["format"]
-    return _stackstorm_env(strict=True).from_string(template).render(
-        {"execution": execution, "actionalias": aliases()[alias_name]}).strip()
+    # what alias execution does with `ack.format`: render_values, undefined not allowed
+    return render_values({"alias": template}, {
+        "execution": execution, "actionalias": aliases()[alias_name]})["alias"].strip()
 
 
 # --- the pack as a whole --------------------------------------------------------------------

@@ -114,6 +114,10 @@ def test_auto_latency_tiny_every_verdict_is_acted_on():
     assert result["poll_interval_s"] == 1 and result["verdicts"] == 2
     assert result["reacted"] == 2 and result["all_moved"] is True
     for row in result["per_verdict"]:
+        # each verdict went through StackStorm's rules and workflow engines: auto_retract
+        # succeeded, its plan acted (a destination), and every copy due to move moved
+        assert row["status"] == "succeeded", row.get("error")
+        assert row["destination"] in ("junk", "trash", "soft_delete", "hard_delete"), row
         assert row["state"] == "finished" and row["total"] == 6
         assert row["moved"] == row["expected_moves"] > 0
     assert result["p50_s"] <= result["p95_s"] <= result["max_s"]

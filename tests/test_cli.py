@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -39,6 +40,59 @@ def folders(box, address, message_id=MID):
     return sorted(c["folder"] for c in view["copies"] if c["message_id"] == message_id)
 
 
+class Started(subprocess.Popen):
+    """A subprocess whose stdout and stderr go to temporary files, waited for by polling.
+
+    The sandbox tenant is served from a thread of this process. Under StackStorm's eventlet
+    monkey patching (st2tests.base applies it; tests/conftest.py applies it first) that thread
+    is a green thread, and `Popen.communicate()` waits on the blocking poll selector that
+    `subprocess` took at import, before the patch: the server would never run while the CLI
+    waits for it.
+    `Popen.wait(timeout)` polls with `time.sleep`, which yields to it (and is an ordinary wait
+    where nothing is patched). Files, not pipes, so a large output cannot block the child."""
+
+    def __init__(self, argv, stdin=None, **kwargs):
+        self._out = tempfile.TemporaryFile()
+        self._err = tempfile.TemporaryFile()
+        stdin_file = None
+        if stdin is not None:
+            stdin_file = tempfile.TemporaryFile()
+            stdin_file.write(stdin.encode("utf-8"))
+            stdin_file.seek(0)
+        try:
+            super().__init__(argv, stdin=stdin_file, stdout=self._out, stderr=self._err,
+                             **kwargs)
+        finally:
+            if stdin_file is not None:
+                stdin_file.close()
+
+    def finish(self, timeout):
+        """Wait for the exit (killing the child after `timeout` s); returns (stdout, stderr)
+        decoded as `text=True` would, with universal newlines."""
+        try:
+            self.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            self.wait()
+            raise
+        finally:
+            outputs = []
+            for handle in (self._out, self._err):
+                handle.seek(0)
+                outputs.append(handle.read().decode("utf-8").replace("\r\n", "\n")
+                               .replace("\r", "\n"))
+                handle.close()
+        return outputs
+
+
+def run_captured(argv, stdin=None, timeout=None, **kwargs):
+    """subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout),
+    waited for cooperatively (see Started)."""
+    proc = Started(argv, stdin=stdin, **kwargs)
+    out, err = proc.finish(timeout)
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
 class Cli:
     """Runs the CLI in a subprocess from a working directory holding the config file."""
 
@@ -66,9 +120,8 @@ class Cli:
         return env
 
     def __call__(self, *args, stdin=None, env=None):
-        proc = subprocess.run([sys.executable, "-m", "retraction"] + list(args),
-                              input=stdin, capture_output=True, text=True, cwd=str(self.dir),
-                              env=env or self.env(), timeout=120)
+        proc = run_captured([sys.executable, "-m", "retraction"] + list(args), stdin=stdin,
+                            cwd=str(self.dir), env=env or self.env(), timeout=120)
         for secret in self.secrets:
             assert secret not in proc.stdout and secret not in proc.stderr
         return proc
@@ -409,21 +462,22 @@ def test_interrupt_exits_130_and_the_run_is_recorded_as_failed(cli):
     def held():
         return any(cli.box.graph_throttle.busy(a) for a in truth.recipients)
     with cli.box.hold_graph_operations():
-        proc = subprocess.Popen(
+        proc = Started(
             [sys.executable, "-m", "retraction", "retract", "<stall@evil.example>",
              "--recipients-file", str(listing), "--json"],
-            cwd=str(cli.dir), env=cli.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True)
+            cwd=str(cli.dir), env=cli.env())
+        interrupted = False
         try:
             deadline = time.monotonic() + 30
             while not held() and time.monotonic() < deadline:
                 time.sleep(0.05)  # the run is under way: Graph holds its first operations
             assert held()
             proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=30)
+            interrupted = True
         finally:
-            if proc.poll() is None:
+            if not interrupted:  # the assertion failed: stop the child
                 proc.kill()
+            out, err = proc.finish(timeout=30)
     assert proc.returncode == 130, err
     result = json.loads(out)
     assert result["exit_code"] == 130 and result["error"] == "interrupted"

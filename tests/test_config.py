@@ -221,7 +221,7 @@ def test_microsoft_credentials():
         (MicrosoftSettings(tenant_id="t", client_secret="s"), "microsoft.client_id"),
         (MicrosoftSettings(tenant_id="t", client_id="c"), "microsoft.client_secret"),
         (MicrosoftSettings(tenant_id="t", client_id="c",
-                           client_secret="{{ st2kv.system.graph_client_secret | decrypt_kv }}"),
+                           client_secret="{{ st2kv.system.graph_client_secret }}"),
          "microsoft.client_secret"),
         (MicrosoftSettings(tenant_id="t", client_id="c", certificate_private_key="k"),
          "microsoft.certificate_thumbprint"),
@@ -240,7 +240,7 @@ def test_google_service_account_info():
     settings = load_settings({"google": {"service_account_json": key}})
     assert settings.google.service_account_info() == key
     for text in ("", "{not json s3cr3t", "[1]", '{"private_key": "pk-s3cr3t"}',
-                 "{{ st2kv.system.gmail_service_account | decrypt_kv }}"):
+                 "{{ st2kv.system.gmail_service_account }}"):
         with pytest.raises(ConfigError) as caught:
             GoogleSettings(service_account_json=text).service_account_info()
         assert caught.value.key == "google.service_account_json"

@@ -52,6 +52,11 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class Loopback:
+    """A ThreadingHTTPServer on a thread of this process. Under StackStorm's eventlet patching
+    that thread is a green thread: it serves only because tests/conftest.py patches before
+    `socketserver` is first imported (imported earlier, socketserver keeps a blocking poll
+    selector, serve_forever never yields, and the client waits forever)."""
+
     def __init__(self):
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.server.daemon_threads = True

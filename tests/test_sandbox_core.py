@@ -12,7 +12,6 @@ import yaml
 
 from sandbox.faults import Faults
 from sandbox.scenario import (load_scenario, load_scenario_file, parse_time)
-from sandbox.server import Sandbox
 from sandbox.tenant import utc_now
 
 pytest_plugins = ["sandbox.pytest_plugin"]
@@ -192,16 +191,32 @@ def test_demo_scenario_has_the_promised_shape():
 
 
 # -- server --------------------------------------------------------------------------------------
+CONTEXT_MANAGER_CHECK = """
+import json, os, sys
+import requests
+with Sandbox.from_scenario_file("basic.yaml", data_dir=sys.argv[1]) as box:
+    session = requests.Session()
+    session.trust_env = False
+    health = session.get(box.urls["control_url"] + "/health").json()
+    ca_file = os.path.exists(box.urls["ca_file"])
+    port = box.http_port
+try:
+    session.get("http://127.0.0.1:%d/_sandbox/health" % port, timeout=2)
+    released = False
+except requests.ConnectionError:
+    released = True
+print(json.dumps({"health": health, "ca_file": ca_file, "released": released}))
+"""
+
+
 def test_context_manager_serves_and_releases_ports(tmp_path):
-    with Sandbox.from_scenario_file("basic.yaml", data_dir=str(tmp_path)) as box:
-        url = box.urls["control_url"] + "/health"
-        session = requests.Session()
-        session.trust_env = False
-        assert session.get(url).json() == {"ok": True}
-        assert os.path.exists(box.urls["ca_file"])
-        port = box.http_port
-    with pytest.raises(requests.ConnectionError):
-        session.get("http://127.0.0.1:%d/_sandbox/health" % port, timeout=2)
+    # In a process of its own: under StackStorm's eventlet patching every in-process sandbox
+    # runs its asyncio loop on the one OS thread, where the session's sandbox already runs one.
+    done = subprocess.run([sys.executable, "-c", CONTEXT_MANAGER_CHECK, str(tmp_path)],
+                          cwd=PACK_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == {
+        "health": {"ok": True}, "ca_file": True, "released": True}
 
 
 def test_pack_config_has_the_example_shape_and_working_credentials(sandbox):

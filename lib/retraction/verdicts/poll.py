@@ -21,6 +21,14 @@ Verdicts, per poll at time `now`:
    than the overlap.
 3. the seen-set is bounded: hours older than both the window and the next run's start go.
 
+Refused payloads: the dispatch callable raises `PayloadRefused` when the trigger would be
+dropped (the sensor adapter checks each payload as StackStorm's dispatch does, because
+`sensor_service.dispatch` returns None whether it published the trigger or dropped it). The
+poll counts it as `dropped`, logs the reason as an error (once per row and reason), and does
+not remember it: the verdict is offered again every poll while it is within the lookback
+window (the re-poll reads it), the report every poll (submissions are re-read in full), so it
+goes through as soon as the cause is fixed (e.g. trigger types registered again).
+
 Errors: a poll that fails (API down, 401/429, a datastore error, a bug) is logged and the next
 1, 2, 4 ... 16 polls are skipped (at least as many as a Retry-After asks); a poll that works
 again logs the recovery. `poll()` never raises: StackStorm respawns a crashed sensor only twice.
@@ -54,6 +62,15 @@ MAX_REMEMBERED_PROBLEMS = 10000
 Dispatch = Callable[[str, dict, str], Any]  # (trigger name, payload, trace tag)
 
 
+class PayloadRefused(Exception):
+    """Raised by a dispatch callable: the trigger would not reach the rules (StackStorm would
+    drop this payload). `reason` says why, for the log."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
 class Backoff:
     """Polls to skip after consecutive failures: 1, 2, 4, ... up to `max_skip`."""
 
@@ -82,6 +99,7 @@ class _Poll:
     """What both polls share: the datastore, dispatch, backoff and never raising."""
 
     name = ""
+    retried = ""  # when a refused trigger is offered again (for the log)
 
     def __init__(self, client: CloudflareClient, store: Any, dispatch: Dispatch,
                  log: Any = None, per_page: int = DEFAULT_PER_PAGE,
@@ -96,6 +114,7 @@ class _Poll:
         self.clock = clock
         self.backoff = Backoff()
         self.loaded = False
+        self._refused: Dict[str, str] = {}  # trace tag -> reason logged, to log it once
 
     def poll(self) -> Optional[Dict[str, int]]:
         """One poll; counts of what happened, or None when skipped or failed."""
@@ -121,15 +140,38 @@ class _Poll:
         if failures:
             self.log.info("%s works again after %d failed poll(s)", self.name, failures)
         if any(counts.values()):
-            self.log.info("%s: %s", self.name, ", ".join(
+            log = self.log.warning if counts.get("dropped") else self.log.info
+            log("%s: %s", self.name, ", ".join(
                 "%s %d" % (key, value) for key, value in sorted(counts.items()) if value))
         return dict(counts)
 
-    def dispatch(self, event: Event) -> None:
-        self._dispatch(event.trigger, event.payload, event.trace_tag)
+    def dispatch(self, event: Event) -> bool:
+        """Dispatch the trigger; False (logged) if it was refused: the caller does not
+        remember the row, so it is offered again."""
+        try:
+            self._dispatch(event.trigger, event.payload, event.trace_tag)
+        except PayloadRefused as exc:
+            if self._refused.get(event.trace_tag) != exc.reason:
+                if len(self._refused) >= MAX_REMEMBERED_PROBLEMS:
+                    self._refused.clear()
+                self._refused[event.trace_tag] = exc.reason
+                self.log.error("NOT dispatched: the %s trigger for %s (%s, %d recipient(s), %s) "
+                               "would be dropped by StackStorm: %s. It is offered again %s.",
+                               event.trigger, event.payload.get("message_id"),
+                               event.payload.get("disposition"),
+                               len(event.payload.get("recipients") or ()), event.trace_tag,
+                               exc.reason, self.retry_note(event))
+            return False
+        if self._refused.pop(event.trace_tag, None) is not None:
+            self.log.info("the %s trigger for %s (%s) is accepted now", event.trigger,
+                          event.payload["message_id"], event.trace_tag)
         self.log.info("dispatched %s for %s (%s, %d recipient(s), %s)", event.trigger,
                       event.payload["message_id"], event.payload["disposition"],
                       len(event.payload["recipients"]), event.trace_tag)
+        return True
+
+    def retry_note(self, event: Event) -> str:
+        return "%s (%g h)" % (self.retried, self.lookback.total_seconds() / 3600)
 
     def close(self) -> None:
         self.client.close()
@@ -145,6 +187,7 @@ class VerdictPoll(_Poll):
     """New and changed verdicts of delivered mail -> `verdict` / `verdict_changed`."""
 
     name = "Cloudflare verdict poll"
+    retried = "every poll while its row is within the lookback window"
     CHECKPOINT = "verdicts.checkpoint"
     SEEN = "verdicts.seen."
     JOURNAL = "verdicts.dispatched"
@@ -165,6 +208,13 @@ class VerdictPoll(_Poll):
         # gets their changes from the main run alone.
         self.repoll_words = tuple(w for w in DETECTIONS
                                   if wanted(DISPOSITIONS[w], w, self.dispositions))
+
+    def retry_note(self, event: Event) -> str:
+        if event.payload.get("source_disposition") in self.repoll_words:
+            return super().retry_note(event)
+        return ("by the next poll only, while its row is within the %d s overlap (%s rows are "
+                "not re-polled)" % (self.overlap.total_seconds(),
+                                    event.payload.get("source_disposition")))
 
     def load(self) -> None:
         for item in self.store.list_values(local=True, prefix=self.SEEN) or []:
@@ -238,7 +288,10 @@ class VerdictPoll(_Poll):
         # A change the re-poll finds kept its old scan time: it is dated by when it was seen.
         event = decide(verdict, known, self.dispositions, changed_at=now if repoll else None)
         if event is not None:
-            self.dispatch(event)  # if this raises, the row is not remembered: it comes again
+            # If this raises or is refused, the row is not remembered: it comes again.
+            if not self.dispatch(event):
+                counts["dropped"] += 1
+                return
             counts[event.trigger] += 1
         # Undelivered rows are remembered too: mail an administrator releases from
         # quarantine was released on purpose and is not retracted again for the same verdict.
@@ -268,6 +321,7 @@ class SubmissionPoll(_Poll):
     """User reports confirmed in a listed disposition -> `phish_submission`, once each."""
 
     name = "Cloudflare submission poll"
+    retried = "every poll while the report is within the lookback window"
     HANDLED = "submissions.handled"
 
     def __init__(self, client: CloudflareClient, store: Any, dispatch: Dispatch,
@@ -325,7 +379,9 @@ class SubmissionPoll(_Poll):
         message, recipients = found
         if recipients:
             event = phish_event(sub, message, recipients, now)
-            self.dispatch(event)
+            if not self.dispatch(event):
+                counts["dropped"] += 1
+                return  # not handled: tried again next poll
             counts[event.trigger] += 1
         else:
             self.log.info("Cloudflare report %s confirmed %s, but message %s reached no "

@@ -23,6 +23,10 @@ Cloudflare's own `delivery_status` says; for the others (DIRECT, API, RETRO_SCAN
 row is delivered when `delivery_status` is empty or says `delivered` or `moved`, and still
 in transit when it says only `queued` / `deferred`.
 
+Free text (sender, subject, reporter) is kept as Cloudflare gives it, except that half of a
+UTF-16 surrogate pair, which JSON can carry but UTF-8 cannot, becomes U+FFFD (`scalar_text`):
+StackStorm could not store the trigger instance otherwise.
+
 Payloads are inert (retraction.inert): the sender, subject and ids go into the trigger with
 their template delimiters broken (`{{` -> `{ {`), because the rules hand them to
 `auto_retract`, whose workflow engine evaluates any expression in its inputs. A Message-ID
@@ -101,16 +105,31 @@ def _id(raw: Mapping[str, Any], name: str, row_id: Optional[str]) -> str:
     value = raw.get(name)
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
-    if not isinstance(value, str) or not value.strip() or len(value) > 200:
+    if (not isinstance(value, str) or not value.strip() or len(value) > 200
+            or scalar_text(value) != value):  # an id is never rewritten: no UTF-8 form, no id
         raise MalformedRow(row_id, name, "must be a non-empty id (got %s)" % show(value))
     return value.strip()
+
+
+def scalar_text(text: str) -> str:
+    """`text` as Unicode scalar values. JSON lets a string carry half of a UTF-16 surrogate
+    pair (`"\\ud83d"`: a subject cut inside an emoji), and Python keeps it, but such a string
+    has no UTF-8 form: StackStorm's rules engine cannot store the trigger instance (its JSON
+    field serializes with orjson, which refuses it; MongoDB's BSON, the ledger and log files
+    would too), so the trigger would never reach a rule. A lone surrogate becomes U+FFFD (the
+    replacement character); a pair written as two escapes is joined."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 def _text(raw: Mapping[str, Any], name: str) -> Optional[str]:
     value = raw.get(name)
     if not isinstance(value, str) or not value.strip():
         return None
-    return value.strip()[:MAX_TEXT]
+    return scalar_text(value).strip()[:MAX_TEXT]
 
 
 def _time(raw: Mapping[str, Any], names: Tuple[str, ...], row_id: Optional[str]) -> datetime:

@@ -1,1 +1,0 @@
-"""Stand-in for StackStorm's ``st2reactor`` (the sensor base classes)."""

@@ -1,1 +1,0 @@
-"""Stand-in for StackStorm's ``st2tests`` (the pack test base classes and their mocks)."""
