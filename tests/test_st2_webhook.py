@@ -8,8 +8,9 @@ to intake_verdict -> validate_verdict -> auto_retract -> retract_campaign, again
 Set-up, as StackStorm's API tests do it: the database (the Stack's mongomock) is connected
 before `st2api.controllers.v1.webhooks` is imported (it registers the webhook trigger types
 and starts a trigger watcher when imported). The watcher's RabbitMQ consumer has no broker
-here (the Stack drops trigger CUD events as StackStorm's unit tests do), so it is stopped, and
-the hooks are loaded from the database with the watcher's own `_load_triggers_from_db`.
+here (the Stack drops trigger CUD events as StackStorm's unit tests do), so
+tools/st2engine/api.py stops it and loads the hooks from the database with the watcher's own
+`_load_triggers_from_db`.
 
 What StackStorm showed: the hook is `email_retraction/verdict` (the rule's `url`), served at
 /api/v1/webhooks/email_retraction/verdict; `retraction/verdict` is not registered (404).
@@ -20,7 +21,6 @@ import json
 import os
 from datetime import datetime, timedelta, timezone
 
-import eventlet
 import pytest
 import yaml
 
@@ -48,20 +48,13 @@ def api(st2):
 
     cfg.CONF.set_override("enable", True, group="auth")
     cfg.CONF.set_override("enable", False, group="rbac")
-    from st2api.controllers.v1 import webhooks  # after the database is connected
-    from st2api.app import setup_app
     from st2tests.api import TestApp
-
-    controller = webhooks.webhooks_controller
-    watcher = controller._trigger_watcher
-    eventlet.kill(watcher._updates_thread)  # its RabbitMQ consumer: no broker here
-    controller._hooks = webhooks.HooksHolder()  # this Stack's triggers, not an earlier one's
-    watcher._load_triggers_from_db()
+    from tools.st2engine import api as st2api
 
     User.add_or_update(UserDB(name="stanley"))
     key, key_hash = generate_api_key_and_hash()
     ApiKey.add_or_update(ApiKeyDB(user="stanley", key_hash=key_hash, enabled=True))
-    app = TestApp(setup_app())
+    app = TestApp(st2api.app())
     try:
         yield app, key
     finally:

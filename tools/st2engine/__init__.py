@@ -11,6 +11,7 @@ its queue in a real deployment (scheduler, action runner, workflow engine, rules
     execution = stack.run("email_retraction.retract", {...})   # waits for completion
     stack.dispatch("email_retraction.verdict", payload)        # as a sensor dispatches
 """
-from tools.st2engine.stack import ST2_SHARED, Stack, StackError
+from tools.st2engine.paths import ST2_SHARED
+from tools.st2engine.stack import Stack, StackError
 
 __all__ = ["ST2_SHARED", "Stack", "StackError"]

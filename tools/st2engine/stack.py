@@ -1,22 +1,12 @@
-"""One StackStorm in this process: configuration, database, registration, message delivery.
+"""One StackStorm in this process: configuration, database, registration, and what a user does.
 
 `Stack.boot` does what `st2ctl reload` and StackStorm's services do at start, with StackStorm's
 own code: st2tests' configuration, `db_setup` (mongomock as the MongoClient), the registrars
 (`fail_on_failure`) for the runners, StackStorm's `core` pack and this pack (with its config,
-validated against config.schema.yaml by StackStorm), then the action scheduler's queue handler
-loop. Messages StackStorm publishes to RabbitMQ are handed to the service that consumes them
-in a deployment, in a green thread as its consumer would:
-
-| published | consumed by (StackStorm code) |
-| --- | --- |
-| live action `requested` | scheduler entrypoint (`st2actions.scheduler.entrypoint`) |
-| live action `scheduled`, `canceling`, `pausing`, ... | action runner (`st2actions.worker`) |
-| workflow execution create / state | workflow engine (`st2actions.workflows.workflows`) |
-| action execution update | workflow engine (`st2.workflow.action.update` queue) |
-| trigger instance | rules engine (`st2reactor.rules.worker.TriggerInstanceDispatcher`) |
-
-Everything else (stream, announcements, CUD events for the sensor container) has no consumer
-here and is dropped, as it is in StackStorm's unit tests.
+validated against config.schema.yaml by StackStorm), then message delivery (delivery.py: the
+scheduler, action runner, workflow engine and rules engine consume what is published). Its
+methods are what a user or a service does next: `st2 run`, a sensor's dispatch, answering an
+inquiry, a re-run; api.py serves StackStorm's API, sensors.py runs the pack's sensors.
 """
 import copy
 import json
@@ -27,11 +17,10 @@ import time
 
 import yaml
 
-PACK_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PACK_REF = "email_retraction"
-# ../shared/st2 beside the project (CI lays shared/ next to its clone); ST2_SHARED overrides.
-ST2_SHARED = os.environ.get("ST2_SHARED") or os.path.join(
-    os.path.dirname(PACK_ROOT), "shared", "st2")
+from tools.st2engine import api, sensors
+from tools.st2engine.delivery import InProcessDelivery
+from tools.st2engine.paths import PACK_REF, PACK_ROOT, ST2_SHARED
+
 
 LOG = logging.getLogger(__name__)
 
@@ -53,9 +42,8 @@ class Stack(object):
         self.work_dir = work_dir
         self.packs_dir = os.path.join(work_dir, "packs")
         self.config_path = os.path.join(work_dir, "configs", PACK_REF + ".yaml")
-        self._patches = []
-        self._threads = []
-        self._scheduler = None
+        self._db_patch = None
+        self.delivery = InProcessDelivery()
         self.current_config = None
 
     # -- start -----------------------------------------------------------------------------
@@ -68,12 +56,9 @@ class Stack(object):
         stack._configure()
         stack._lay_out(pack_config)
         stack._connect()
-        stack._start_delivery()
+        stack.delivery.start()
         stack.register(packs)
-        # The scheduler's own loop: picks queued requests, applies policies, re-tries delays.
-        from st2actions.scheduler import handler as scheduling_queue
-        stack._scheduler = scheduling_queue.get_handler()
-        stack._scheduler.start()
+        stack.delivery.start_scheduler()
         return stack
 
     def _configure(self):
@@ -138,7 +123,8 @@ class Stack(object):
             kwargs["mongo_client_class"] = mongomock.MongoClient
             return real_connect(*args, **kwargs)
 
-        self._start(patch.object(mongoengine.connection, "connect", connect))
+        self._db_patch = patch.object(mongoengine.connection, "connect", connect)
+        self._db_patch.start()
         self.db = db_setup(ensure_indexes=False)
         # mongomock clients share one store per process: start from an empty database.
         from oslo_config import cfg
@@ -180,100 +166,17 @@ class Stack(object):
         self.registered = counts
         return counts
 
-    # -- in-process delivery -----------------------------------------------------------------
-    def _start(self, patcher):
-        patcher.start()
-        self._patches.append(patcher)
-
-    def _spawn(self, fn, *args):
-        import eventlet
-        thread = eventlet.spawn(fn, *args)
-        self._threads.append(thread)
-        return thread
-
-    def _start_delivery(self):
-        from mock import patch
-        from st2actions import worker
-        from st2actions.scheduler import entrypoint as scheduling
-        from st2actions.workflows import workflows
-        from st2common.constants import action as action_constants
-        from st2common.models.db.execution import ActionExecutionDB
-        from st2common.models.db.liveaction import LiveActionDB
-        from st2common.models.db.workflow import WorkflowExecutionDB
-        from st2common.transport import liveaction, publishers, reactor, workflow
-        from st2reactor.rules.worker import TriggerInstanceDispatcher
-
-        stack = self
-
-        def live_action_state(_publisher, payload, state):
-            if not isinstance(payload, LiveActionDB):
-                return
-            if state == action_constants.LIVEACTION_STATUS_REQUESTED:
-                scheduling.get_scheduler_entrypoint().process(payload)
-            else:
-                stack._spawn(worker.get_worker().process, payload)
-
-        def workflow_message(_publisher, payload, *_state):
-            if isinstance(payload, WorkflowExecutionDB):
-                stack._spawn(workflows.get_engine().process, payload)
-
-        def execution_update(_publisher, payload, *args, **kwargs):
-            if isinstance(payload, ActionExecutionDB):
-                stack._spawn(workflows.get_engine().process, payload)
-
-        rules_worker = TriggerInstanceDispatcher(None, [])
-
-        def trigger_instance(_publisher, payload, routing_key=None, **kwargs):
-            def deliver():
-                response = rules_worker.pre_ack_process(payload)
-                rules_worker.process(response)
-            stack._spawn(deliver)
-
-        def dropped(*args, **kwargs):
-            return None
-
-        # StackStorm's python runner hands its own process's `sys.argv[1:]` to every action's
-        # wrapper (`--parent-args`), which parses them with StackStorm's config parser; an
-        # st2actionrunner has `--config-file st2.conf` there. In a test process they are
-        # pytest's arguments, which the wrapper refuses (exit 2, every python action fails):
-        # this process, as an action runner, has none.
-        self._start(patch.object(sys, "argv", sys.argv[:1]))
-        for patcher in (
-                patch.object(liveaction.LiveActionPublisher, "publish_create", dropped),
-                patch.object(liveaction.LiveActionPublisher, "publish_state",
-                             live_action_state),
-                patch.object(workflow.WorkflowExecutionPublisher, "publish_create",
-                             workflow_message),
-                patch.object(workflow.WorkflowExecutionPublisher, "publish_state",
-                             workflow_message),
-                patch.object(publishers.CUDPublisher, "publish_update", execution_update),
-                patch.object(publishers.CUDPublisher, "publish_create", dropped),
-                patch.object(publishers.CUDPublisher, "publish_delete", dropped),
-                patch.object(reactor.TriggerInstancePublisher, "publish_trigger",
-                             trigger_instance),
-                patch.object(publishers.PoolPublisher, "publish", dropped)):
-            self._start(patcher)
-
     def shutdown(self):
-        if self._scheduler is not None:
-            self._scheduler.shutdown()
-            # Its loops see the flag only after their next sleep, when the database may be
-            # gone (ConnectionFailure tracebacks in the log): stop them now.
-            for thread in (self._scheduler._main_thread, self._scheduler._cleanup_thread):
-                if thread is not None:
-                    thread.kill()
-            self._scheduler = None
-        for thread in self._threads:
-            thread.kill()
-        self._threads = []
-        for patcher in reversed(self._patches):
-            patcher.stop()
-        self._patches = []
+        self.stop_api()
+        self.delivery.stop()
         from st2common.database_setup import db_teardown
         try:
             db_teardown()
         except Exception:  # already disconnected
             pass
+        if self._db_patch is not None:
+            self._db_patch.stop()
+            self._db_patch = None
 
     # -- what a user does --------------------------------------------------------------------
     def request(self, ref, parameters=None, user="stanley", context=None):
@@ -369,111 +272,25 @@ class Stack(object):
         inquiry_service.validate_response(inquiry, response)
         return inquiry_service.respond(inquiry, response, requester=requester)
 
-    def sensor(self, sensor_cls, config=None, poll_interval=60):
-        """An instance of a sensor class of the pack, set up, as the sensor container runs it:
-        its service is StackStorm's `SensorService` (so `dispatch` is StackStorm's: payload
-        validated against the trigger type, dropped when invalid, else to the rules engine),
-        with st2tests' `MockDatastoreService` for the datastore (the real one talks to st2api
-        over HTTP). `config`: the pack config (default: the registered one, loaded by
-        StackStorm's ContentPackConfigLoader as the sensor wrapper loads it). The sensor's log
-        goes to the `st2.email_retraction.sensor.<class>` logger."""
-        from st2reactor.container.sensor_wrapper import SensorService
-        from st2tests.mocks.datastore import MockDatastoreService
-        from st2tests.mocks.sensor import MockSensorWrapper
-        name = sensor_cls.__name__
-        wrapper = MockSensorWrapper(PACK_REF, name)
-        wrapper._logger = logging.getLogger("%s.sensor" % PACK_REF)
-        service = SensorService(wrapper)
-        service._datastore_service = MockDatastoreService(
-            logger=wrapper._logger, pack_name=PACK_REF, class_name=name)
-        if config is None:
-            from st2common.util.config_loader import ContentPackConfigLoader
-            config = ContentPackConfigLoader(pack_name=PACK_REF).get_config()
-        sensor = sensor_cls(sensor_service=service, config=copy.deepcopy(config),
-                            poll_interval=poll_interval)
-        sensor.setup()
-        return sensor
-
-    # -- StackStorm's API and sensor processes (added for tests/test_st2_sensors.py) -----------
+    # -- StackStorm's API and sensors (api.py, sensors.py) -----------------------------------
     def serve_api(self):
-        """StackStorm's API (`st2api.app.setup_app`: its router, controllers and middleware,
-        auth as configured: on, so every request needs a token from the database) served on
-        127.0.0.1 by eventlet's WSGI server in a green thread, as `st2api` serves it
-        (st2api/cmd/api.py). `auth.api_url` points at it, so StackStorm's API clients in this
-        process (a sensor's SensorDatastoreService) reach it. Returns its base URL; `stop_api`
-        ends it (`shutdown` kills its thread too)."""
-        import eventlet
-        from eventlet import wsgi
-        from oslo_config import cfg
-        from st2api import app as st2api_app
-        if getattr(self, "_api", None) is not None:
-            return self._api["url"]
-        sock = eventlet.listen(("127.0.0.1", 0))
-        url = "http://127.0.0.1:%d" % sock.getsockname()[1]
-        application = st2api_app.setup_app()
-        thread = eventlet.spawn(wsgi.server, sock, application, log=LOG, log_output=False)
-        self._threads.append(thread)
-        self._api = {"url": url, "socket": sock, "thread": thread,
-                     "api_url": cfg.CONF.auth.api_url}
-        cfg.CONF.set_override("api_url", url, group="auth")
-        return url
+        """StackStorm's API served on 127.0.0.1 (api.serve); its base URL."""
+        return api.serve(self)
 
     def stop_api(self):
-        from oslo_config import cfg
-        api, self._api = getattr(self, "_api", None), None
-        if api is None:
-            return
-        api["thread"].kill()
-        api["socket"].close()
-        cfg.CONF.set_override("api_url", api["api_url"], group="auth")
-
-    def sensor_wrapper(self, ref):
-        """The registered sensor `ref` (e.g. `email_retraction.VerdictSensor`) as StackStorm's
-        sensor container starts it: the container's sensor object (`_to_sensor_object` of
-        st2reactor's SensorContainerManager) and `SensorWrapper` with the arguments the
-        container gives its wrapper process (`--config-file` of the container, here an empty
-        st2.conf: Stack's configuration holds every setting). The wrapper parses the config,
-        connects the database, loads the pack config (ContentPackConfigLoader: schema defaults,
-        st2kv), loads the class and gives it a `SensorService` (TriggerDispatcherService;
-        SensorDatastoreService, which creates a token in the database and calls the API of
-        `serve_api`). Returns the wrapper; the sensor is `wrapper._sensor_instance`.
-
-        Left out, because they belong to the separate sensor process: `wrapper.run()` (the test
-        steps setup/poll/cleanup itself), its trigger watcher (a RabbitMQ consumer of trigger
-        CUD events) and its `logging.setup` (a process-wide logging file config that redirects
-        stderr)."""
-        from mock import patch
-        from st2common.persistence.sensor import SensorType
-        from st2reactor.container import sensor_wrapper
-        from st2reactor.container.manager import SensorContainerManager
-        from st2reactor.container.partitioners import DefaultPartitioner
-
-        manager = SensorContainerManager(DefaultPartitioner(sensor_node_name="sensornode1"))
-        sensor = manager._to_sensor_object(SensorType.get_by_ref(ref))
-        st2_conf = os.path.join(self.work_dir, "st2.conf")
-        if not os.path.exists(st2_conf):
-            with open(st2_conf, "w") as handle:
-                handle.write("# The sensor processes' --config-file: Stack sets every option.\n")
-        with patch.object(sensor_wrapper.logging, "setup"):
-            return sensor_wrapper.SensorWrapper(
-                pack=sensor["pack"], file_path=sensor["file_path"],
-                class_name=sensor["class_name"], trigger_types=sensor["trigger_types"],
-                poll_interval=sensor["poll_interval"], parent_args=["--config-file", st2_conf],
-                db_ensure_indexes=False)
+        api.stop(self)
 
     def rerun(self, execution_id, tasks=None, parameters=None, user="stanley"):
-        """`st2 execution re-run <id> [--tasks t ...] [k=v ...]`: StackStorm's API controller
-        (ActionExecutionReRunController.post) schedules a new execution of the same action
-        with the old parameters (merged with `parameters`); with `tasks`, an Orquesta workflow
-        is rerun from those tasks (a with-items task reruns its failed and unrun items).
-        Returns the new execution's id. (Added for tests/test_st2_workflow_retract_campaign.py.)"""
-        from st2api.controllers.v1.actionexecutions import ActionExecutionReRunController
-        from st2common.models.db.auth import UserDB
-        spec = ActionExecutionReRunController.ExecutionSpecificationAPI(
-            parameters=parameters, tasks=tasks)
-        response = ActionExecutionReRunController().post(
-            spec, str(execution_id), requester_user=UserDB(name=user))
-        return str(response.json["id"])
+        """`st2 execution re-run <id> [--tasks ...] [k=v ...]` (api.rerun): the new id."""
+        return api.rerun(execution_id, tasks=tasks, parameters=parameters, user=user)
+
+    def sensor(self, sensor_cls, config=None, poll_interval=60):
+        """A pack sensor with StackStorm's SensorService, set up (sensors.sensor)."""
+        return sensors.sensor(sensor_cls, config=config, poll_interval=poll_interval)
+
+    def sensor_wrapper(self, ref):
+        """A registered sensor in StackStorm's SensorWrapper (sensors.sensor_wrapper)."""
+        return sensors.sensor_wrapper(self, ref)
 
     @staticmethod
     def result(execution):
