@@ -194,6 +194,7 @@ def test_demo_scenario_has_the_promised_shape():
 CONTEXT_MANAGER_CHECK = """
 import json, os, sys
 import requests
+from sandbox.server import Sandbox
 with Sandbox.from_scenario_file("basic.yaml", data_dir=sys.argv[1]) as box:
     session = requests.Session()
     session.trust_env = False
