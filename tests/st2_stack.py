@@ -58,6 +58,24 @@ def st2_config(st2_base_config):
     return copy.deepcopy(st2_base_config)
 
 
+@pytest.fixture
+def st2_own_ledger_config(st2, st2_tenant, st2_config, tmp_path):
+    """This test's pack config with a ledger of its own, registered; change it and
+    `st2.reconfigure` it."""
+    st2_config["ledger_url"] = "sqlite:///%s" % (tmp_path / "ledger.db")
+    st2.reconfigure(st2_config)
+    return st2_config
+
+
+def folders_of(box, message_id, mailboxes):
+    """mailbox -> the folders its copies of `message_id` are in (the sandbox's truth)."""
+    found = {address: [] for address in mailboxes}
+    for held in box.copies(message_id):
+        if held["mailbox"] in found:
+            found[held["mailbox"]].append(held["folder"])
+    return found
+
+
 class Since(object):
     """What StackStorm recorded after this point: trigger instances (the pack's triggers and
     webhooks; not the `core.st2.generic.*` ones StackStorm's own services emit, such as the
@@ -104,4 +122,4 @@ def ledger_path(config):
 
 
 __all__ = ["st2_sandbox", "st2_base_config", "st2", "st2_tenant", "st2_config",
-           "Since", "ledger_path"]
+           "st2_own_ledger_config", "folders_of", "Since", "ledger_path"]

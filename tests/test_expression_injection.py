@@ -38,7 +38,7 @@ from retraction.config import load_settings
 from retraction.inert import DELIMITERS, delimiters_in, inert_text, inert_values, measured_length
 from retraction.ledger import Ledger
 from retraction.validation import InvalidRequest, address, free_text, message_id, show
-from st2_stack import Since, ledger_path
+from st2_stack import Since, folders_of, ledger_path
 from submission_sensor import SubmissionSensor
 from verdict_sensor import VerdictSensor
 
@@ -122,11 +122,7 @@ def with_approval(st2, config):
 
 
 def folders(box, message_id=MID):
-    found = {a: [] for a in RECIPIENTS}
-    for copy in box.copies(message_id):
-        if copy["mailbox"] in found:
-            found[copy["mailbox"]].append(copy["folder"])
-    return found
+    return folders_of(box, message_id, RECIPIENTS)
 
 
 def enforced(st2, instance):

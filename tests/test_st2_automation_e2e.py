@@ -36,11 +36,8 @@ ABC_FOLDERS = {  # where the basic tenant's copies of ABC start
 
 
 @pytest.fixture
-def config(st2, st2_tenant, st2_config, tmp_path):
-    """This test's pack config (its own ledger), registered; change it and reconfigure."""
-    st2_config["ledger_url"] = "sqlite:///%s" % (tmp_path / "ledger.db")
-    st2.reconfigure(st2_config)
-    return st2_config
+def config(st2_own_ledger_config):
+    return st2_own_ledger_config
 
 
 class Started(object):

@@ -26,7 +26,7 @@ import yaml
 
 from retraction.automation import decode_body
 from retraction.inert import delimiters_in, inert_text
-from st2_stack import Since, ledger_path
+from st2_stack import Since, folders_of, ledger_path
 from retraction.ledger import Ledger
 
 pytest_plugins = ["st2_stack"]
@@ -92,11 +92,7 @@ def provider_calls(box):
 
 
 def folders(box, message_id=MID):
-    found = {a: [] for a in RECIPIENTS}
-    for copy in box.copies(message_id):
-        if copy["mailbox"] in found:
-            found[copy["mailbox"]].append(copy["folder"])
-    return found
+    return folders_of(box, message_id, RECIPIENTS)
 
 
 def test_a_good_verdict_is_retracted(st2, st2_tenant, api):

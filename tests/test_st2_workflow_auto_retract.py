@@ -29,11 +29,8 @@ START = {"alice@corp.example": "inbox", "bob@corp.example": "trash",
 
 
 @pytest.fixture
-def config(st2, st2_tenant, st2_config, tmp_path):
-    """This test's pack config (its own ledger), registered; change it and reconfigure."""
-    st2_config["ledger_url"] = "sqlite:///%s" % (tmp_path / "ledger.db")
-    st2.reconfigure(st2_config)
-    return st2_config
+def config(st2_own_ledger_config):
+    return st2_own_ledger_config
 
 
 def verdict(minutes_ago=5, **extra):
