@@ -1,6 +1,6 @@
 """`retraction_details`: outcome rows of a window, newest first, filtered and paged, from a
 ledger filled by real `retract` runs against the sandbox tenant; bad input names the parameter
-and opens nothing. (The full scenario is in test_workflow_retract_campaign.py.)"""
+and opens nothing. (The full scenario is in test_st2_campaign_ledger.py.)"""
 import json
 import os
 

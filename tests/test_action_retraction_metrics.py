@@ -1,6 +1,6 @@
 """`retraction_metrics`: the record and the card over a window, from a ledger filled by a real
 `retract` run against the sandbox tenant; bad input names the parameter and opens nothing.
-(The full scenario, on SQLite and PostgreSQL, is in test_workflow_retract_campaign.py.)"""
+(The full scenario, on SQLite and PostgreSQL, is in test_st2_campaign_ledger.py.)"""
 import os
 from datetime import datetime, timedelta, timezone
 
