@@ -423,13 +423,14 @@ class Sandbox:
         }
 
     def pack_config(self) -> Dict[str, Any]:
-        """A complete pack config (the example's shape) pointing at this sandbox; ledger_url is
-        left to the caller."""
+        """A complete pack config (the example's shape) pointing at this sandbox; ledger_url and
+        log_level are left to the caller."""
         config: Dict[str, Any] = {}
         if os.path.exists(EXAMPLE_CONFIG):
             with open(EXAMPLE_CONFIG) as handle:
                 config = yaml.safe_load(handle) or {}
         config.pop("ledger_url", None)
+        config.pop("log_level", None)  # the example's; a test or the demo sets its own
         creds = self.credentials()
         with self.tenant.lock:
             domains = dict(self.tenant.domains)

@@ -254,9 +254,22 @@ class PlanActionTest(BaseActionTestCase):
         })
 
     def test_previous_disposition_with_no_action_reads_left_where_they_were(self):
-        # a map that sends a disposition to the inbox (release) is as weak as no action
+        # config.schema.yaml (so StackStorm, and the loader since issue 13) refuses a map that
+        # sends a disposition to the inbox (release) ...
         ok, result = self.plan({"auto_retract": {"dispositions": {"MALICIOUS": "inbox"}}},
                                disposition="MALICIOUS", previous_disposition="spam")
+        self.assertEqual((ok, result["field"]), (False, "auto_retract.dispositions.MALICIOUS"))
+        # ... and policy still reads one as weak as no action (settings built directly)
+        from retraction.automation import plan_verdict
+        from retraction.config import AutoRetractSettings, Settings
+        from retraction.model import Destination, Disposition
+        from retraction.policy import Policy
+        settings = Settings(ledger_url=None, auto_retract=AutoRetractSettings(
+            dispositions={Disposition.MALICIOUS: Destination.INBOX, Disposition.NONE: None}))
+        result = plan_verdict(Policy(settings), dict(
+            message_id=MID, recipients=RECIPIENTS, disposition="MALICIOUS",
+            trigger="disposition", verdict_time=VERDICT_TIME, source="cloudflare",
+            source_id="row-1", previous_disposition="spam")).to_dict()
         self.assertEqual((result["act"], result["previous_disposition"]), (False, "SPAM"))
         self.assertEqual(result["why"], "already handled: previous disposition SPAM left "
                                         "copies where they were (no action by policy), and "

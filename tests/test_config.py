@@ -51,16 +51,16 @@ def test_example_file_loads_with_its_values():
 def test_approval_routing_and_verdict_page_size():
     settings = load_settings(St2Config(
         approval=St2Config(route="#soc-approvals", users=["alice", "bob", "alice"],
-                           roles="soc_lead, admin", ttl_minutes="30"),
+                           roles=["soc_lead", "admin"], ttl_minutes=30),
         verdicts=St2Config(per_page=250)))
     assert settings.approval.route == "#soc-approvals"
     assert settings.approval.users == ("alice", "bob")  # repeats dropped, order kept
-    assert settings.approval.roles == ("soc_lead", "admin")  # a comma list, as elsewhere
+    assert settings.approval.roles == ("soc_lead", "admin")
     assert settings.approval.ttl_minutes == 30
     assert settings.approval.threshold == 300 and settings.approval.hard_delete is True
     assert settings.verdicts.per_page == 250
     assert load_settings({"verdicts": {"per_page": 1}}).verdicts.per_page == 1
-    assert load_settings({"approval": {"route": ""}}).approval.route == "email_retraction"
+    assert load_settings({"approval": {"route": None}}).approval.route == "email_retraction"
 
 
 def test_defaults_match_the_example_for_structural_settings():
@@ -119,6 +119,7 @@ def test_settings_pass_through():
     ({"approval": {"threshold": -1}}, "approval.threshold"),
     ({"approval": {"route": "two words"}}, "approval.route"),
     ({"approval": {"route": 7}}, "approval.route"),
+    ({"approval": {"route": ""}}, "approval.route"),  # the schema's pattern, as StackStorm
     ({"approval": {"users": ["alice", "b ob"]}}, "approval.users"),
     ({"approval": {"users": [1]}}, "approval.users"),
     ({"approval": {"roles": {"admin": True}}}, "approval.roles"),
@@ -130,6 +131,23 @@ def test_settings_pass_through():
     ({"verdicts": {"dispositions": ["bad word!"]}}, "verdicts.dispositions"),
     ({"verdicts": {"lookback_hours": "a day"}}, "verdicts.lookback_hours"),
     ({"ledger_url": 5}, "ledger_url"),
+    # issue 13, finding 6: what the schema says is a list, a number or a boolean must be one
+    ({"microsoft": {"domains": "corp.example"}}, "microsoft.domains"),
+    ({"protected_mailboxes": "journal@corp.example"}, "protected_mailboxes"),
+    ({"approval": {"roles": "soc_lead, admin"}}, "approval.roles"),
+    ({"approval": {"ttl_minutes": "30"}}, "approval.ttl_minutes"),
+    ({"limits": {"max_recipients": "10"}}, "limits.max_recipients"),
+    ({"expand_groups": "false"}, "expand_groups"),
+    ({"google": {"batch_size": 101}}, "google.batch_size"),
+    ({"auto_retract": {"mode": "Preview"}}, "auto_retract.mode"),
+    ({"auto_retract": {"dispositions": {"MALICIOUS": "Junk"}}},
+     "auto_retract.dispositions.MALICIOUS"),
+    # ... and unknown keys are refused, at every level (StackStorm lets a top-level one by)
+    ({"microsoft": {"clientid": "x"}}, "microsoft.clientid"),
+    ({"defualt_destination": "trash"}, "defualt_destination"),
+    ({"auto_retract": {"dispositions": {"malicious": "junk"}}},
+     "auto_retract.dispositions.malicious"),
+    ({"limits": {"chunk_size": 10, "chunksize": 5}}, "limits.chunksize"),
 ])
 def test_config_errors_name_the_key(config, key):
     with pytest.raises(ConfigError) as caught:
@@ -146,7 +164,7 @@ def test_hard_delete_in_auto_policy_needs_allow_hard_delete():
 
 
 def test_explicit_disposition_map_is_taken_as_is():
-    mapping = {"malicious": "Junk", "SPOOF": "none"}
+    mapping = {"MALICIOUS": "junk", "SPOOF": "none"}
     settings = load_settings({"auto_retract": {"dispositions": mapping}})
     auto = settings.auto_retract
     assert auto.destination_for(Disposition.MALICIOUS) is Destination.JUNK
@@ -158,7 +176,7 @@ def test_explicit_disposition_map_is_taken_as_is():
 
 def test_auto_retract_switches():
     auto = load_settings({"auto_retract": {"post_delivery_response": False,
-                                           "mode": "Preview"}}).auto_retract
+                                           "mode": "preview"}}).auto_retract
     assert auto.enabled_for(Trigger.DISPOSITION)
     assert not auto.enabled_for(Trigger.POST_DELIVERY)
     assert auto.enabled_for(Trigger.PHISH_SUBMISSION)
@@ -168,10 +186,11 @@ def test_auto_retract_switches():
 
 def test_values_are_normalised():
     settings = load_settings({
-        "microsoft": {"graph_url": "https://graph.example/v1.0/", "domains": "A.example, b.example",
+        "microsoft": {"graph_url": "https://graph.example/v1.0/",
+                      "domains": ["A.example", "b.example"],
                       "certificate_thumbprint": "ab:" * 19 + "ab"},
-        "limits": {"max_recipients": "10", "retry_budget_s": "2.5"},
-        "expand_groups": "false",
+        "limits": {"max_recipients": 10, "retry_budget_s": 2.5},
+        "expand_groups": False,
         "ledger_url": "",
     })
     assert settings.microsoft.graph_url == "https://graph.example/v1.0"
@@ -268,3 +287,116 @@ def test_bad_files(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_file(str(listy))
     assert caught.value.key == "(root)"
+
+
+# -- issue 13, finding 6: the config is checked against config.schema.yaml --------------------
+
+def test_every_schema_problem_is_reported_at_once_naming_its_key_path():
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"microsoft": {"clientid": "x", "domains": "corp.example"},
+                       "defualt_destination": "trash",
+                       "protected_mailboxes": "journal@corp.example",
+                       "limits": {"chunk_size": 0}})
+    assert dict(caught.value.problems) == {
+        "defualt_destination": "unknown key (did you mean default_destination?)",
+        "limits.chunk_size": "must be at least 1",
+        "microsoft.clientid": "unknown key (did you mean client_id?)",
+        "microsoft.domains": "must be a list",
+        "protected_mailboxes": "must be a list",
+    }
+    text = str(caught.value)
+    assert text.startswith("config defualt_destination: unknown key")
+    assert "microsoft.clientid: unknown key" in text
+    assert "microsoft.domains: must be a list" in text
+    assert "protected_mailboxes: must be a list" in text
+
+
+def test_schema_errors_never_show_a_secret():
+    for config in ({"microsoft": {"client_secret": ["s3cr3t"]}},
+                   {"microsoft": {"clientsecret": "s3cr3t"}},
+                   {"cloudflare": {"api_token": {"token": "s3cr3t"}}},
+                   {"ledger_url": ["postgresql://u:s3cr3t@h/d"]},
+                   {"google": {"service_account_json": ["s3cr3t"]}}):
+        with pytest.raises(ConfigError) as caught:
+            load_settings(config)
+        assert "s3cr3t" not in str(caught.value), config
+        assert "s3cr3t" not in repr(caught.value.problems), config
+
+
+def test_a_null_value_is_not_set_and_the_example_passes_the_schema():
+    # StackStorm's config loader gives None for a datastore value that renders empty.
+    settings = load_settings({"microsoft": {"client_secret": None, "domains": None},
+                              "limits": {"chunk_size": None}})
+    assert settings.microsoft.client_secret == "" and settings.microsoft.domains == ()
+    assert settings.limits.chunk_size == LimitsSettings().chunk_size
+    assert load_file(EXAMPLE).google.batch_size == 50
+
+
+def test_google_batch_size_is_read():
+    # config.schema.yaml had it, the loader dropped it: Gmail batches were always 50 parts.
+    assert load_settings({"google": {"batch_size": 20}}).google.batch_size == 20
+
+
+# -- credentials: a configuration error before any copy is touched ----------------------------
+
+class _Untouched:
+    """A provider given ready-made: the run must never reach it."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def retract(self, request, targets):
+        self.calls += 1
+        return iter(())
+
+    def close(self):
+        pass
+
+
+def _run(config, providers=None):
+    from retraction.bootstrap import build
+    from retraction.validation import build_request
+
+    app = build(config, providers=providers, ledger=None)
+    params = {"message_id": "<abc@evil.example>",
+              "recipients": ["alice@corp.example", "bob@corp-mail.example"]}
+    request = build_request(params, app.settings)
+    try:
+        return list(app.engine().run(request))
+    finally:
+        app.close()
+
+
+@pytest.mark.parametrize("google,key", [
+    ({"service_account_json": "{not json s3cr3t"}, "google.service_account_json"),
+    ({"service_account_json": json.dumps({"client_email": "sa@p.example",
+                                          "private_key": "-----s3cr3t-----",
+                                          "private_key_id": "k"})},
+     "google.service_account_json"),
+    ({}, "google.service_account_json"),
+])
+def test_unusable_google_credentials_are_a_config_error_not_outcomes(google, key):
+    microsoft = _Untouched()
+    config = {"microsoft": {"domains": ["corp.example"]},
+              "google": dict(google, domains=["corp-mail.example"])}
+    with pytest.raises(ConfigError) as caught:
+        _run(config, providers={"microsoft": microsoft})
+    assert caught.value.key == key
+    assert "s3cr3t" not in str(caught.value)
+    assert microsoft.calls == 0
+
+
+def test_a_missing_tenant_id_is_a_config_error_not_outcomes():
+    google = _Untouched()
+    config = {"microsoft": {"client_id": "c", "client_secret": "s3cr3t",
+                            "domains": ["corp.example"]},
+              "google": {"domains": ["corp-mail.example"]}}
+    with pytest.raises(ConfigError) as caught:
+        _run(config, providers={"google": google})
+    assert caught.value.key == "microsoft.tenant_id"
+    assert "s3cr3t" not in str(caught.value)
+    assert google.calls == 0
+    # A provider no recipient goes to is not asked about.
+    outcomes = _run(dict(config, microsoft={"domains": ["other.example"]}),
+                    providers={"google": google})
+    assert [o.recipient for o in outcomes if o.provider == "google"] == ["bob@corp-mail.example"]

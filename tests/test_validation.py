@@ -71,6 +71,10 @@ BAD_MESSAGE_IDS = [
     "<%s@y>" % ("a" * 1000),
     "",
     "   ",
+    # issue 13, finding 7: a tab is not trimmed like a space; the value is not one msg-id
+    "<abc@host.example>\t",
+    "\t<abc@host.example>",
+    "abc@host.example\t",
 ]
 
 # These would change a URL path or query, widen a search, or are not mailbox addresses.
@@ -129,6 +133,15 @@ BAD_ADDRESSES = [
     "alice@corp.example'--",
     "alice'@corp.example'",
     "alice@corp.exa'mple",
+    # issue 13, finding 7: wildcards are not one mailbox (they reached a Graph URL and a
+    # Google token subject), nor is a value with a tab
+    "*@corp.example",
+    "**@corp.example",
+    "*.*@corp.example",
+    " *@corp.example ",
+    "alice@corp.example\t",
+    "\talice@corp.example",
+    "*@*.example",
 ]
 
 
@@ -155,7 +168,7 @@ def test_the_corpus_is_large():
 @pytest.mark.parametrize("value,expected", [
     ("abc@host.example", "<abc@host.example>"),
     ("<abc@host.example>", "<abc@host.example>"),
-    ("  <abc@host.example>\t", "<abc@host.example>"),
+    ("  <abc@host.example>  ", "<abc@host.example>"),
     ("<a+b=c$d@host>", "<a+b=c$d@host>"),
     ("<o'brien'@host>", "<o'brien'@host>"),
     ("<a/b?c#d%e&f*g^h`i|j~k!l@x.y>", "<a/b?c#d%e&f*g^h`i|j~k!l@x.y>"),
@@ -180,6 +193,8 @@ def test_message_id_keeps_case():
     ("o'brien@corp.example", "o'brien@corp.example"),
     ("first.last+tag@corp.example", "first.last+tag@corp.example"),
     ("a!$&*=^_`~-@corp.example", "a!$&*=^_`~-@corp.example"),
+    # a '*' among other characters is RFC atext, not a wildcard (issue 13, finding 7)
+    ("a*b@corp.example", "a*b@corp.example"),
     ("  alice@corp.example  ", "alice@corp.example"),
     ("alice@xn--bcher-kva.example", "alice@xn--bcher-kva.example"),
     ("<mailto:alice@corp.example|alice@corp.example>", "alice@corp.example"),
@@ -188,6 +203,17 @@ def test_message_id_keeps_case():
 ])
 def test_good_addresses(value, expected):
     assert validation.address(value) == expected
+
+
+def test_a_wildcard_or_a_tab_is_refused_with_its_reason():
+    with pytest.raises(InvalidRequest) as caught:
+        validation.recipients(["alice@corp.example", "*@corp.example"], 10)
+    assert caught.value.field == "recipients"
+    assert "is a wildcard, not one mailbox address" in str(caught.value)
+    with pytest.raises(InvalidRequest) as caught:
+        validation.message_id("<abc@host.example>\t")
+    assert caught.value.field == "message_id"
+    assert "contains whitespace" in str(caught.value)
 
 
 def test_slack_mailto_with_different_text_is_refused():

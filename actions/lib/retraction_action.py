@@ -27,6 +27,21 @@ from retraction.validation import InvalidRequest, build_request, skip_flag
 PROGRESS_EVERY_S = 10.0  # a progress line at most this often on long runs
 
 
+def _build(config):
+    """`build(config)` with the pack config's `log_level` applied: unset, nothing changes
+    (the action's own logger only); DEBUG, INFO, ... logs the pack's and its client
+    libraries' loggers at that level to the execution's stderr, secrets redacted (see
+    `retraction.logs`). A bad value is a ConfigError naming `log_level`."""
+    from retraction import logs
+
+    level = logs.level_of(config.get("log_level") if config is not None else None)
+    app = build(config)
+    if level is not None:
+        logs.remember(app.settings)
+        logs.configure(level)
+    return app
+
+
 class Progress:
     """`done/total, rate, eta` lines through the action's logger, at most every few seconds.
     tqdm formats the line; it is imported only when a run is long enough to need one."""
@@ -61,7 +76,7 @@ def execute(config, params, logger, destination=None):
         params["destination"] = destination
     raw_run_id = params.pop("run_id", None)
     chunk_of = None if raw_run_id in (None, "") else campaign.run_id(raw_run_id)
-    app = build(config)
+    app = _build(config)
     try:
         request = build_request(params, app.settings)
         skip = app.policy.skip_already_retracted(request.mode, skip_flag(params))
@@ -133,7 +148,7 @@ def split(config, params, logger):
     record the run as started."""
     params = dict(params)
     options = {name: params.pop(name, None) for name in CAMPAIGN_OPTIONS}
-    app = build(config)
+    app = _build(config)
     try:
         request = build_request(params, app.settings)
         size = campaign.chunk_size(options["chunk_size"], app.settings)
@@ -154,7 +169,7 @@ def aggregate(config, params, logger):
     whatever the run's state; the workflow reads `state` to end failed after recording."""
     run = campaign.run_id(params.get("run_id"))
     failed_chunks = campaign.failed_chunk_count(params.get("failed_chunks"))
-    app = build(config)
+    app = _build(config)
     try:
         ledger = app.require_ledger("aggregate_run reads the run's outcomes from the ledger")
         result = campaign.aggregate_run(ledger, run, failed_chunks)
@@ -176,7 +191,7 @@ def record_decision(config, params, logger):
 
     try:
         values = decision_from_params(params)
-        app = build(config)
+        app = _build(config)
     except InvalidRequest as exc:
         return False, {"recorded": False, "error": str(exc), "field": exc.field}
     except ConfigError as exc:
@@ -202,7 +217,7 @@ def metrics(config, params, logger):
 
     query = parse_query(params)
     fmt = card_format(params.get("format"))
-    app = build(config)
+    app = _build(config)
     try:
         ledger = app.require_ledger("retraction_metrics reads the ledger")
         record = ledger.metric_record(query.window, query.filters)
@@ -228,7 +243,7 @@ def details(config, params, logger):
     from retraction.metrics import parse_query
 
     query = parse_query(params, rows=True)
-    app = build(config)
+    app = _build(config)
     try:
         ledger = app.require_ledger("retraction_details reads the ledger")
         rows, next_cursor = ledger.details(query.window, query.filters, **query.details_args())

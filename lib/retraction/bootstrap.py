@@ -10,6 +10,13 @@ A ledger that is configured (`ledger_url`) but cannot be opened is an error, rai
 any provider is asked to touch mail: nothing is retracted without a record. An empty
 `ledger_url` means no ledger at all (tests, dry setups).
 
+Credentials are a configuration matter: a run first checks, from the config alone, the
+credentials of every provider its recipients go to (`microsoft.tenant_id`, `client_id`, a
+secret or certificate; `google.service_account_json` and its private key), and a problem is a
+`ConfigError` naming the key (the action fails, the CLI exits 2) raised before the run is
+recorded or any copy touched, not a `not_authorized` outcome per copy. A provider refusing
+credentials that look right still fails its copies with the provider's answer.
+
 `App.warm(request)` lets a cold action overlap its two slow starts: while the ledger opens
 (SQLAlchemy's import is most of it), a thread builds the providers the request's first copies
 go to and fetches their access tokens. A token request reads and changes no mail, and it is
@@ -168,6 +175,19 @@ class Providers(Mapping):
             raise ProviderUnavailable(Reason.NOT_AUTHORIZED.value, "ConfigError",
                                       str(exc)) from None
 
+    def require(self, name: str) -> None:
+        """Raise ConfigError (naming the key, never the secret) unless the config holds usable
+        credentials for provider `name`; nothing for one given ready-made (`overrides`)."""
+        with self._lock:
+            if name in self._built or name not in PROVIDER_CLASSES:
+                return
+        settings = getattr(self._settings, PROVIDER_CLASSES[name][2])
+        settings.require_credentials()
+        if name == Provider.GOOGLE.value:
+            from retraction.providers.gmail_auth import load_signer
+
+            load_signer(settings.service_account_info())  # the private key parses
+
     def __iter__(self) -> Iterator[str]:
         return iter(PROVIDER_CLASSES)
 
@@ -257,9 +277,25 @@ class App:
             if prepare is not None:
                 self.providers.warm(name, functools.partial(prepare, request, recipient))
 
+    def require_credentials(self, request: RetractionRequest) -> None:
+        """ConfigError unless every provider the request's recipients go to has usable
+        credentials in the config (checked without asking the provider)."""
+        names = set()
+        if request.provider is not None:
+            names.add(Provider(request.provider).value)
+        else:
+            for recipient in request.recipients:
+                route = self.policy.route(recipient)
+                if route.allowed and route.provider is not None:
+                    names.add(route.provider)
+                    if len(names) == len(PROVIDER_CLASSES):
+                        break
+        for name in sorted(names):
+            self.providers.require(name)
+
     def engine(self) -> Engine:
-        return Engine(self.providers, self.policy, ledger=self.ledger,
-                      limits=self.settings.limits)
+        return _CheckedEngine(self, self.providers, self.policy, ledger=self.ledger,
+                              limits=self.settings.limits)
 
     def close(self) -> None:
         self.providers.close()
@@ -273,6 +309,20 @@ class App:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
+
+
+class _CheckedEngine(Engine):
+    """The Engine, with the providers' credentials checked before a run starts."""
+
+    def __init__(self, app: App, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._app = app
+
+    def run(self, request: RetractionRequest, skip_already_retracted: bool = False,
+            finish: bool = True) -> Any:
+        self.policy.admit(request)  # request-wide refusals first, as Engine.run
+        self._app.require_credentials(request)
+        return super().run(request, skip_already_retracted, finish)
 
 
 def build(config: Any, providers: Optional[Mapping[str, MailProvider]] = None,

@@ -17,6 +17,11 @@ a terminal, or with `--progress`). With `--json`, stdout carries exactly one JSO
 result, or `{"error", "field", "exit_code"}`; usage errors found by argparse go to stderr
 only. Secrets are never printed: config errors name the key, URLs are masked.
 
+`--debug` logs at DEBUG to stderr: the pack's loggers and those of its HTTP and auth
+libraries (msal, urllib3, requests, google-auth, googleapiclient), every line through
+`retraction.logs.SecretFilter` (configured secrets, tokens, assertions, keys and URL
+passwords redacted); an internal error also prints its traceback, redacted the same way.
+
 Exit codes:
   0    done: every copy has a definitive outcome and none failed (metrics/details: ok)
   1    the run finished, but some copies failed (see the failures and their reasons)
@@ -78,7 +83,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--json", action="store_true",
                        help="print one JSON object on stdout and nothing else")
     group.add_argument("--debug", action="store_true",
-                       help="log to stderr and show tracebacks of internal errors")
+                       help="log at DEBUG to stderr (the pack and its HTTP and auth "
+                            "libraries, secrets redacted) and show tracebacks of internal "
+                            "errors")
 
 
 def _filters(parser: argparse.ArgumentParser) -> None:
@@ -183,10 +190,13 @@ def config_path(given: Optional[str]) -> str:
 
 def open_app(args: argparse.Namespace) -> Any:
     """The app wired from the config file, by the one composition root."""
+    from retraction import logs
     from retraction.bootstrap import build
     from retraction.config import load_file
 
-    return build(load_file(config_path(args.config)))
+    settings = load_file(config_path(args.config))
+    logs.remember(settings)  # before anything can log: redacted from every log line
+    return build(settings)
 
 
 def ledger_of(app: Any, required: bool) -> Any:
@@ -250,8 +260,9 @@ def main(argv: Optional[Sequence[str]] = None, stdin: Optional[TextIO] = None,
     if args.debug:
         import logging
 
-        logging.basicConfig(level=logging.INFO, stream=stderr,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        from retraction import logs
+
+        logs.configure(logging.DEBUG, stderr)
 
     def fail(code: int, field: Optional[str], message: str) -> int:
         stderr.write("%s: error: %s\n" % (PROG, message))
@@ -292,6 +303,8 @@ def main(argv: Optional[Sequence[str]] = None, stdin: Optional[TextIO] = None,
         if args.debug:
             import traceback
 
-            traceback.print_exc(file=stderr)
+            from retraction.logs import SECRETS
+
+            stderr.write(SECRETS.redact(traceback.format_exc()))
         return fail(EXIT_INTERNAL, None, "internal error: %s: %s"
                     % (type(exc).__name__, mask_url(str(exc))[:500]))

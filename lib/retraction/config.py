@@ -3,6 +3,15 @@
 Reads StackStorm's `self.config` (a dict-like whose `["missing"]` raises, so only `.get` is
 used) or a YAML file of the same shape. Every problem raises `ConfigError` naming the key.
 
+The config is first checked against the pack's `config.schema.yaml` (jsonschema, draft 4 as
+StackStorm's own check): types, enums, bounds, patterns, and unknown keys, at the top level too
+(`additionalProperties: false` in every section; StackStorm itself lets an unknown top-level
+key through, so the loader refuses it here). Every schema problem is reported at once, each
+naming its key path (`microsoft.clientid: unknown key`, `microsoft.domains: must be a list`);
+a null value counts as not set (StackStorm's config loader turns a datastore value that
+renders empty into None). Then the readers below check what a schema cannot say (domain and
+address grammar, URLs, the hard-delete policy).
+
 Secrets (client secret, certificate key, service account key, API token, a ledger URL that may
 carry a database password) are plain strings for the providers to use, kept out of `repr` and
 `str` with `field(repr=False)`; `ConfigError` never shows a secret's value. A secret still
@@ -15,10 +24,12 @@ configured routes to no provider, so its copies end `out_of_scope`.
 """
 from __future__ import annotations
 
+import difflib
 import json
+import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from retraction.model import Destination, Disposition, Mode, Trigger
 from retraction.validation import InvalidRequest, address, domain_name
@@ -38,12 +49,16 @@ _URL_PASSWORD_RE = re.compile(r"(//[^/:@]*:)[^@/]*@")
 
 
 class ConfigError(ValueError):
-    """A pack config problem; the message names the key (e.g. `limits.max_recipients`)."""
+    """A pack config problem; the message names the key (e.g. `limits.max_recipients`).
+    `problems` holds every (key, problem) found together (the schema check reports all of
+    them); `key` and `problem` are the first."""
 
-    def __init__(self, key: str, problem: str):
+    def __init__(self, key: str, problem: str,
+                 problems: Optional[Sequence[Tuple[str, str]]] = None):
         self.key = key
         self.problem = problem
-        super().__init__("config %s: %s" % (key, problem))
+        self.problems = tuple(problems) if problems else ((key, problem),)
+        super().__init__("config " + "; ".join("%s: %s" % kp for kp in self.problems))
 
 
 def is_unrendered(value: str) -> bool:
@@ -103,6 +118,7 @@ class GoogleSettings:
     directory_admin: str = ""
     domains: Tuple[str, ...] = ()
     ca_file: str = ""
+    batch_size: int = 50  # parts per Gmail batch request (Google allows 100)
 
     def service_account_info(self) -> Dict[str, Any]:
         """The parsed service account key; ConfigError (without its content) if unusable."""
@@ -299,8 +315,6 @@ def _list(block: Mapping[str, Any], name: str, prefix: str, default: Tuple[str, 
     value = block.get(name)
     if value is None:
         return default
-    if isinstance(value, str):
-        value = [piece for piece in value.split(",") if piece.strip()]
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         raise ConfigError(prefix + name, "must be a list of strings")
     return tuple(v.strip() for v in value)
@@ -351,6 +365,7 @@ def _google(config: Any) -> GoogleSettings:
         directory_admin=admin,
         domains=_domains(b, p, d.domains),
         ca_file=_str(b, "ca_file", p, ""),
+        batch_size=_number(b, "batch_size", p, d.batch_size, 1, maximum=100),
     )
 
 
@@ -481,15 +496,129 @@ def _protected(config: Any) -> Tuple[str, ...]:
     return tuple(out)
 
 
+# --- the schema check ------------------------------------------------------------------------
+
+SCHEMA_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "config.schema.yaml")
+_SCHEMA: Dict[str, Any] = {}
+_TYPE_WORDS = {
+    "object": "must be a mapping",
+    "array": "must be a list",
+    "string": "must be a string",
+    "integer": "must be a whole number",
+    "number": "must be a number",
+    "boolean": "must be true or false",
+}
+SHOWN = 80  # characters of a (non-secret) value an error shows
+
+
+def _config_schema() -> Dict[str, Any]:
+    """config.schema.yaml (StackStorm's format: a mapping of top-level settings) as one JSON
+    Schema object that, unlike StackStorm's check, refuses unknown top-level keys."""
+    if not _SCHEMA:
+        import yaml
+
+        try:
+            with open(SCHEMA_PATH, encoding="utf-8") as handle:
+                # libyaml's loader when PyYAML has it: a cold action reads this file each time
+                properties = yaml.load(handle, Loader=getattr(yaml, "CSafeLoader",
+                                                              yaml.SafeLoader))
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError("(schema)", "cannot read %s: %s"
+                              % (SCHEMA_PATH, type(exc).__name__)) from None
+        _SCHEMA.update(type="object", properties=properties, additionalProperties=False)
+    return _SCHEMA
+
+
+def _plain(value: Any) -> Any:
+    """The config as plain JSON data for jsonschema; a null counts as not set."""
+    if hasattr(value, "keys") and hasattr(value, "get"):
+        out = {}
+        for key in list(value.keys()):
+            item = value.get(key)
+            if item is None:
+                continue
+            out[str(key)] = _plain(item)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= SHOWN else text[:SHOWN] + "..."
+
+
+def _schema_problems(error: Any) -> List[Tuple[str, str]]:
+    """(key path, problem) for one jsonschema error, in our words; a value is shown only
+    for a setting that is not secret."""
+    path = [str(p) for p in error.absolute_path if not isinstance(p, int)]
+    items = [p for p in error.absolute_path if isinstance(p, int)]
+    key = ".".join(path) or "(root)"
+    item = "item %d " % (items[-1] + 1) if items else ""
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    secret = bool(schema.get("secret"))
+    kind = error.validator
+    if kind == "additionalProperties":
+        known = sorted((schema.get("properties") or {}).keys())
+        out = []
+        for name in sorted(set(error.instance) - set(known)):
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = " (did you mean %s?)" % close[0] if close else ""
+            out.append((".".join(path + [name]), "unknown key" + hint))
+        return out
+    if kind == "type":
+        wanted = error.validator_value
+        words = _TYPE_WORDS.get(wanted, "must be of type %s" % wanted) \
+            if isinstance(wanted, str) else "has the wrong type"
+        return [(key, item + words if item else words)]
+    if secret:
+        return [(key, "is not valid (%s)" % kind)]
+    shown = _shown(error.instance)
+    if kind == "enum":
+        words = ", ".join(str(v) for v in error.validator_value)
+        return [(key, "%smust be one of %s, got %s" % (item, words, shown))]
+    if kind == "minimum":
+        return [(key, "%smust be at least %s" % (item, error.validator_value))]
+    if kind == "maximum":
+        return [(key, "%smust be at most %s" % (item, error.validator_value))]
+    if kind == "pattern":
+        return [(key, "%s%s does not match %s" % (item, shown, error.validator_value))]
+    return [(key, "%sis not valid (%s), got %s" % (item, kind, shown))]
+
+
+def check_schema(config: Any) -> None:
+    """Check the pack config against config.schema.yaml; ConfigError listing every problem,
+    each naming its key path, never a secret's value."""
+    import jsonschema
+
+    validator = jsonschema.Draft4Validator(_config_schema())
+    plain = _plain(config)
+    google = plain.get("google") if isinstance(plain, dict) else None
+    if isinstance(google, dict) and isinstance(google.get("service_account_json"), dict):
+        google["service_account_json"] = "{}"  # the key file as a mapping: _secret's JSON
+    problems: List[Tuple[str, str]] = []
+    for error in validator.iter_errors(plain):
+        for found in _schema_problems(error):
+            if found not in problems:
+                problems.append(found)
+    if problems:
+        problems.sort()
+        raise ConfigError(problems[0][0], problems[0][1], problems)
+
+
 def load_settings(config: Any) -> "Settings":
     """Settings from a pack config mapping (or StackStorm's config object); None means all
-    defaults. Raises ConfigError naming the first bad key."""
+    defaults. Raises ConfigError naming the bad keys: every schema problem at once, then the
+    first problem the readers find."""
     if isinstance(config, Settings):
         return config
     if config is None:
         config = {}
     if not hasattr(config, "get"):
         raise ConfigError("(root)", "the pack config must be a mapping")
+    check_schema(config)
     microsoft, google = _microsoft(config), _google(config)
     overlap = sorted(set(microsoft.domains) & set(google.domains))
     if overlap:

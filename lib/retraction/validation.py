@@ -22,7 +22,11 @@ Mailbox address: a conservative addr-spec. Local part: dot-atom of `A-Z a-z 0-9 
 LDH labels with at least one dot, lowercased (IDNs in their `xn--` form). At most 64 + 1 + 253
 and 254 characters in all. The local part keeps its spelling; comparison is case-insensitive.
 
-Friendly normalisation, nothing more: outer spaces/tabs are trimmed, a bare `local@domain`
+A local part of nothing but `*` (and dots), such as `*@corp.example`, is atext but a wildcard,
+not one mailbox: it is refused (a `*` among other characters, `a*b@corp.example`, is kept).
+
+Friendly normalisation, nothing more: outer spaces are trimmed (a tab, like any other
+whitespace, is refused: `<id>\t` is not one Message-ID), a bare `local@domain`
 Message-ID gets its angle brackets, and the two forms chat clients produce (`&lt;id&gt;` and
 Slack's `<mailto:a@b|a@b>`) are unwrapped before the grammar is applied.
 
@@ -79,6 +83,7 @@ _LABEL_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 # check in address() passes for such a text (it holds no character any of them refuses, no
 # delimiter, no chat wrapping), so only the lengths remain; anything else takes the checks
 # one by one for a precise message.
+_WILDCARD_LOCAL_RE = re.compile(r"[*.]+")  # `*@corp.example`: every mailbox, not one
 _LDH_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _PLAIN_ADDRESS_RE = re.compile(
     "(" + _LOCAL_ATOM + r"(?:\." + _LOCAL_ATOM + ")*)@(" + _LDH_LABEL + r"(?:\." + _LDH_LABEL
@@ -166,7 +171,7 @@ def _text(field: str, value: Any) -> str:
         raise InvalidRequest(field, value, "is required")
     if not isinstance(value, str):
         raise InvalidRequest(field, value, "must be a string")
-    return value.strip(" \t")
+    return value.strip(" ")  # spaces people and chat add; a tab is refused as whitespace
 
 
 def _unwrap_chat(value: str) -> str:
@@ -210,6 +215,8 @@ def address(value: Any, field: str = "recipients") -> str:
         raise InvalidRequest(field, value, "is empty")
     if len(text) > MAX_ADDRESS:
         raise InvalidRequest(field, value, "is longer than %d characters" % MAX_ADDRESS)
+    if _WILDCARD_LOCAL_RE.fullmatch(text.rpartition("@")[0]):
+        raise InvalidRequest(field, value, "is a wildcard, not one mailbox address")
     plain = _PLAIN_ADDRESS_RE.fullmatch(text)
     if plain is not None and len(plain.group(1)) <= MAX_LOCAL_PART:
         return plain.group(1) + "@" + plain.group(2).lower()  # the domain fits MAX_DOMAIN
