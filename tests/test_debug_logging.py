@@ -275,24 +275,12 @@ def test_cloudflare_verdict_polling(sandbox, captured):
     sandbox.add_verdict(message_id="<cf1@evil.example>", to=["bob@corp.example"],
                         final_disposition="MALICIOUS", scanned_at="-5m")
 
-    class Store(object):
-        items = {}
-
-        def get_value(self, name, local=True):
-            return self.items.get(name)
-
-        def set_value(self, name, value, local=True):
-            self.items[name] = str(value)
-            return True
-
-        def delete_value(self, name, local=True):
-            return self.items.pop(name, None) is not None
-
-        def list_values(self, local=True, prefix=None):
-            return []
+    from st2tests.mocks.datastore import MockDatastoreService
 
     events = []
-    poll = verdict_poll(config, Store(), lambda *a, **k: events.append(a),
+    store = MockDatastoreService(logger=logging.getLogger("st2tests"),
+                                 pack_name="email_retraction", class_name="VerdictSensor")
+    poll = verdict_poll(config, store, lambda *a, **k: events.append(a),
                         log=logging.getLogger("retraction.sensor.verdicts"))
     poll.poll()
     assert events, "no verdict was dispatched: the poll did not run"
