@@ -106,7 +106,7 @@ def percentile(values, q):
 def main(argv=None):
     args = parse_args(argv)
     import eventlet
-    from tools.st2engine import Stack
+    from tools.st2engine import Stack, sensors
     from verdict_sensor import VerdictSensor
 
     machine = _common.machine()
@@ -131,16 +131,12 @@ def main(argv=None):
         try:
             audit_from = box.audit_seq()
             sensor = stack.sensor(VerdictSensor, poll_interval=poll_interval)
-            service = sensor.sensor_service
-            stackstorm_dispatch = service.dispatch
 
-            def dispatch(trigger, payload=None, trace_tag=None):
-                # Seen as the sensor hands it to StackStorm; StackStorm's dispatch unchanged.
+            def seen(trigger, payload):  # as the sensor hands it to StackStorm
                 if trigger == TRIGGER and (payload or {}).get("message_id") in wanted:
                     dispatched.setdefault(payload["message_id"], time.time())
-                return stackstorm_dispatch(trigger, payload=payload, trace_tag=trace_tag)
 
-            service.dispatch = dispatch
+            sensors.observe(sensor.sensor_service, seen)
             sensor.poll()  # the sensor's first poll: the scenario's own verdicts
             before = {str(e.id) for e in stack.executions_of(WORKFLOW)}
             polling = [True]

@@ -61,6 +61,7 @@ import yaml  # noqa: E402
 
 from sandbox.process import SandboxProcess  # noqa: E402
 from tools.st2engine import ST2_SHARED, Stack  # noqa: E402
+from tools.st2engine import sensors as st2_sensors  # noqa: E402
 
 SCENARIO = os.path.join(PACK_ROOT, "sandbox", "scenarios", "demo.yaml")
 CAMPAIGN = "<campaign-1@evil.example>"
@@ -168,23 +169,16 @@ class Demo(object):
         for class_name in SENSORS:
             wrapper = self.stack.sensor_wrapper("email_retraction." + class_name)
             sensor = wrapper._sensor_instance
-            self._listen(sensor.sensor_service)
+            # what the sensor dispatches is noted; StackStorm's SensorService dispatches it
+            st2_sensors.observe(sensor.sensor_service,
+                                lambda trigger, payload: self.dispatched.append(
+                                    (trigger, payload)))
             sensor.setup()
             self.sensors.append(sensor)
         self.say("%s started as StackStorm's sensor container starts them (SensorWrapper: "
                  "its loader, the pack config, a SensorService that validates each payload "
                  "against its trigger type and hands it to the rules engine)"
                  % " and ".join(SENSORS), 2)
-
-    def _listen(self, service):
-        """Note what the sensor dispatches, then let StackStorm's SensorService dispatch it."""
-        dispatch = service.dispatch
-
-        def listened(trigger, payload=None, trace_tag=None):
-            self.dispatched.append((trigger, payload))
-            return dispatch(trigger, payload=payload, trace_tag=trace_tag)
-
-        service.dispatch = listened
 
     def stop_sensors(self):
         for sensor in self.sensors:

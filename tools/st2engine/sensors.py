@@ -31,6 +31,18 @@ def sensor(sensor_cls, config=None, poll_interval=60):
     return instance
 
 
+def observe(service, seen):
+    """Call `seen(trigger, payload)` for every trigger a sensor hands its service, then let
+    StackStorm's `dispatch` do what it does (validate, drop or publish) unchanged."""
+    dispatch = service.dispatch
+
+    def observed(trigger, payload=None, trace_tag=None):
+        seen(trigger, payload)
+        return dispatch(trigger, payload=payload, trace_tag=trace_tag)
+
+    service.dispatch = observed
+
+
 def sensor_wrapper(stack, ref):
     """The registered sensor `ref` (e.g. `email_retraction.VerdictSensor`) as StackStorm's
     sensor container starts it: the container's sensor object (`_to_sensor_object` of
